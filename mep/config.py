@@ -1,0 +1,278 @@
+"""Platform configuration: one YAML file plus environment overrides.
+
+Precedence (highest first): ``MEP_*`` environment variables, the YAML file,
+the defaults below. Nested keys use ``__`` in variable names:
+``MEP_STORE__BACKEND=etcd``, ``MEP_DATAPLANE__CAPACITY__RULES=20000``.
+Lists (``dataplane.ports``) are overridden as JSON: ``MEP_DATAPLANE__PORTS='[...]'``.
+
+Every field is validated; ``mep config check FILE`` prints each error with
+its dotted path and the reason. docs/configuration.md documents every key.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+__all__ = [
+    "Config",
+    "LogConfig",
+    "StoreConfig",
+    "SqliteConfig",
+    "EtcdConfig",
+    "DataplaneConfig",
+    "Capacity",
+    "PortConfig",
+    "PortRole",
+    "TlsConfig",
+    "Mp1Config",
+    "Mm5Config",
+    "DnsConfig",
+    "AppsConfig",
+    "load_config",
+    "explain_errors",
+]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class SqliteConfig(_Section):
+    path: Path = Path("/var/lib/mep/mep.db")
+
+
+class EtcdConfig(_Section):
+    endpoints: list[str] = Field(default_factory=lambda: ["127.0.0.1:2379"], min_length=1)
+    prefix: str = "/mep/"
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for ep in value:
+            host, sep, port = ep.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"endpoint '{ep}' is not host:port")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _slashes(cls, value: str) -> str:
+        if not (value.startswith("/") and value.endswith("/")):
+            raise ValueError("prefix must start and end with '/'")
+        return value
+
+
+class StoreConfig(_Section):
+    backend: Literal["sqlite", "etcd"] = "sqlite"
+    sqlite: SqliteConfig = SqliteConfig()
+    etcd: EtcdConfig = EtcdConfig()
+
+
+class EngineName(StrEnum):
+    XDP = "xdp"
+    FASTPATH = "fastpath"
+    REFERENCE = "reference"
+
+
+class Capacity(_Section):
+    """Sizes the data plane is built for; a rule set that does not fit is refused."""
+
+    rules: int = Field(default=10_000, ge=1, le=65_536)
+    filters: int = Field(default=16_384, ge=1, le=131_072)
+    flows: int = Field(default=65_536, ge=1024, le=4_194_304)
+    dns_names: int = Field(default=4_096, ge=1, le=1_048_576)
+
+
+class PortRole(StrEnum):
+    N6 = "n6"  # from the UPF: user traffic enters here
+    DN = "dn"  # toward the data network
+    APP = "app"  # a link to local MEC applications
+
+
+class PortConfig(_Section):
+    """One data-plane interface. ``ifname`` lives in the daemon's network namespace."""
+
+    name: str
+    ifname: str = Field(min_length=1, max_length=15)
+    role: PortRole
+    # Subnets reachable through this port (for dstInterface IP resolution).
+    subnets: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("port name must be 1-32 of a-z, 0-9, '_' or '-'")
+        return value
+
+    @field_validator("subnets")
+    @classmethod
+    def _subnets(cls, value: list[str]) -> list[str]:
+        for s in value:
+            try:
+                ipaddress.ip_network(s, strict=False)
+            except ValueError:
+                raise ValueError(f"'{s}' is not an IP prefix") from None
+        return value
+
+
+class DataplaneConfig(_Section):
+    engine: EngineName = EngineName.XDP
+    xdp_mode: Literal["auto", "native", "generic"] = "auto"
+    default_action: Literal["PASSTHROUGH", "DROP"] = "PASSTHROUGH"
+    capacity: Capacity = Capacity()
+    ports: list[PortConfig] = Field(default_factory=list, max_length=64)
+    # Store changes arriving within this window are compiled as one rule set.
+    apply_batch_ms: float = Field(default=1.0, ge=0, le=1000)
+    pin_root: Path = Path("/sys/fs/bpf/mep")
+
+    @model_validator(mode="after")
+    def _unique_ports(self) -> "DataplaneConfig":
+        for attr in ("name", "ifname"):
+            seen: set[str] = set()
+            for p in self.ports:
+                v = getattr(p, attr)
+                if v in seen:
+                    raise ValueError(f"two ports have {attr} '{v}'")
+                seen.add(v)
+        if sum(p.role is PortRole.N6 for p in self.ports) > 1:
+            raise ValueError("at most one port has role n6")
+        return self
+
+
+class TlsConfig(_Section):
+    cert: Path
+    key: Path
+    ca: Optional[Path] = None  # set: clients must present a certificate signed by it (mTLS)
+
+
+def _listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"'{value}' is not host:port")
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_listen)]
+
+
+class Mp1Config(_Section):
+    enabled: bool = True
+    listen: ListenAddress = "127.0.0.1:8081"
+    tls: Optional[TlsConfig] = None
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
+    token_ttl_s: int = Field(default=3600, ge=60, le=86_400)
+
+
+class Mm5Config(_Section):
+    enabled: bool = True
+    listen: ListenAddress = "127.0.0.1:50051"
+    tls: Optional[TlsConfig] = None
+
+
+class DnsConfig(_Section):
+    enabled: bool = False
+    listen: ListenAddress = "127.0.0.1:5353"
+    upstream: Optional[str] = None
+    upstream_timeout_s: float = Field(default=2.0, gt=0, le=30)
+
+
+class AppsConfig(_Section):
+    confirm_ready_required: bool = True
+    graceful_timeout_s: int = Field(default=10, ge=0, le=3600)
+
+
+class Config(BaseSettings):
+    """The whole daemon configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEP_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    instance: str = "mep"
+    log: LogConfig = LogConfig()
+    store: StoreConfig = StoreConfig()
+    dataplane: DataplaneConfig = DataplaneConfig()
+    mp1: Mp1Config = Mp1Config()
+    mm5: Mm5Config = Mm5Config()
+    dns: DnsConfig = DnsConfig()
+    apps: AppsConfig = AppsConfig()
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("instance must be 1-32 of a-z, 0-9, '_' or '-' (it names the bpffs pin directory)")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (passed as init kwargs), which beats defaults.
+        return (env_settings, init_settings)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", field=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def explain_errors(exc: ValidationError) -> list[str]:
+    """One line per error: dotted path, what is wrong, and the value given."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; docs/configuration.md lists every key)"
+        given = err.get("input")
+        shown = "" if isinstance(given, dict) or err["type"] == "missing" else f" (given: {given!r})"
+        lines.append(f"{path}: {msg}{shown}")
+    return lines
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate; raises ConfigError whose detail lists every problem."""
+    data = _read_yaml(Path(path)) if path else {}
+    try:
+        return Config(**data)
+    except ValidationError as exc:
+        where = f"{path}" if path else "configuration"
+        raise ConfigError(f"{where} is invalid:\n  " + "\n  ".join(explain_errors(exc))) from None
