@@ -10,7 +10,6 @@ its dotted path and the reason. docs/configuration.md documents every key.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from enum import StrEnum
@@ -22,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
+from .models.types import parse_ip, parse_mac
 
 __all__ = [
     "Config",
@@ -38,6 +38,7 @@ __all__ = [
     "Mm5Config",
     "DnsConfig",
     "AppsConfig",
+    "AdminConfig",
     "load_config",
     "explain_errors",
 ]
@@ -113,8 +114,12 @@ class PortConfig(_Section):
     name: str
     ifname: str = Field(min_length=1, max_length=15)
     role: PortRole
-    # Subnets reachable through this port (for dstInterface IP resolution).
-    subnets: list[str] = Field(default_factory=list)
+    # Pinned values; when absent the netlink resolver reads them from the interface.
+    mac: Optional[str] = None
+    mtu: int = Field(default=1500, ge=68, le=65535)
+    # Static neighbours behind this port (IP -> MAC), used to resolve
+    # dstInterface IP addresses and tunnel endpoints without the kernel table.
+    neighbours: dict[str, str] = Field(default_factory=dict, max_length=4096)
 
     @field_validator("name")
     @classmethod
@@ -123,14 +128,17 @@ class PortConfig(_Section):
             raise ValueError("port name must be 1-32 of a-z, 0-9, '_' or '-'")
         return value
 
-    @field_validator("subnets")
+    @field_validator("mac")
     @classmethod
-    def _subnets(cls, value: list[str]) -> list[str]:
-        for s in value:
-            try:
-                ipaddress.ip_network(s, strict=False)
-            except ValueError:
-                raise ValueError(f"'{s}' is not an IP prefix") from None
+    def _mac(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else parse_mac(value)
+
+    @field_validator("neighbours")
+    @classmethod
+    def _neighbours(cls, value: dict[str, str]) -> dict[str, str]:
+        for ip, mac in value.items():
+            parse_ip(ip)
+            parse_mac(mac)
         return value
 
 
@@ -200,6 +208,22 @@ class AppsConfig(_Section):
     graceful_timeout_s: int = Field(default=10, ge=0, le=3600)
 
 
+class AdminConfig(_Section):
+    """The daemon's local admin API (``mep status``, ``stats``, ``rules``, ``explain``)."""
+
+    # A unix socket, never TCP: access is controlled by file permissions (0660).
+    # None: /run/mep/<instance>.sock.
+    socket: Optional[Path] = None
+
+    @field_validator("socket")
+    @classmethod
+    def _sun_path(cls, value: Optional[Path]) -> Optional[Path]:
+        # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+        if value is not None and len(os.fsencode(value)) > 107:
+            raise ValueError("a unix socket path is at most 107 bytes")
+        return value
+
+
 class Config(BaseSettings):
     """The whole daemon configuration."""
 
@@ -215,6 +239,12 @@ class Config(BaseSettings):
     mm5: Mm5Config = Mm5Config()
     dns: DnsConfig = DnsConfig()
     apps: AppsConfig = AppsConfig()
+    admin: AdminConfig = AdminConfig()
+
+    @property
+    def admin_socket(self) -> Path:
+        """Where the admin API listens: ``admin.socket`` or /run/mep/<instance>.sock."""
+        return self.admin.socket or Path("/run/mep") / f"{self.instance}.sock"
 
     @field_validator("instance")
     @classmethod

@@ -1,0 +1,47 @@
+/* reasons.h - the one list of verdicts and reasons.
+ *
+ * Every packet leaves the data plane with exactly one verdict and one reason;
+ * both are counted per CPU (counters.h). Python reads this file
+ * (mep/dataplane/reasons.py), so the numbers are written here only.
+ * Included by: every BPF source; parsed by reasons.py. No code, only lists.
+ *
+ * MEP_VERDICTS(X): X(name, number, description)
+ * MEP_REASONS(X):  X(name, number, verdict, description)
+ * A reason belongs to exactly one verdict. Drop reasons name a cause an
+ * operator can act on (STYLE.md section 6).
+ */
+#ifndef MEP_REASONS_H
+#define MEP_REASONS_H
+
+#define MEP_VERDICTS(X)                                                                    \
+	X(MEP_VERDICT_PASS,      0, "to the kernel stack unchanged (default path to the DN)") \
+	X(MEP_VERDICT_DROP,      1, "dropped")                                                 \
+	X(MEP_VERDICT_REDIRECT,  2, "rewritten and sent out a data-plane port")                \
+	X(MEP_VERDICT_DUPLICATE, 3, "passed unchanged, with copies sent out data-plane ports") \
+	X(MEP_VERDICT_TX,        4, "answered: sent back out the ingress port")
+
+#define MEP_REASONS(X)                                                                                     \
+	X(MEP_PASS_NOT_IP,             1, MEP_VERDICT_PASS,      "not IPv4/IPv6 (ARP, LLDP, ...)")             \
+	X(MEP_PASS_NO_MATCH,           2, MEP_VERDICT_PASS,      "no rule matched; default action PASSTHROUGH") \
+	X(MEP_PASS_RULE,               3, MEP_VERDICT_PASS,      "PASSTHROUGH rule")                           \
+	X(MEP_PASS_FLOW_REVERSE,       4, MEP_VERDICT_PASS,      "reply of a FORWARD FLOW rule without flow state") \
+	X(MEP_PASS_GTPU_NOT_IP,        5, MEP_VERDICT_PASS,      "GTP-U G-PDU whose payload is not IP")        \
+	X(MEP_PASS_FROM_APP,           6, MEP_VERDICT_PASS,      "from an app port, not a flow reply: not classified") \
+	X(MEP_REDIRECT_RULE,          10, MEP_VERDICT_REDIRECT,  "FORWARD_* rule")                             \
+	X(MEP_REDIRECT_FLOW_REPLY,    11, MEP_VERDICT_REDIRECT,  "reply of a FORWARD FLOW rule, rewrite undone") \
+	X(MEP_DUPLICATE_RULE,         20, MEP_VERDICT_DUPLICATE, "DUPLICATE_* rule")                           \
+	X(MEP_TX_DNS_ANSWER,          30, MEP_VERDICT_TX,        "DNS rule answered in XDP")                   \
+	X(MEP_DROP_RULE,              40, MEP_VERDICT_DROP,      "DROP rule")                                  \
+	X(MEP_DROP_NO_MATCH,          41, MEP_VERDICT_DROP,      "no rule matched; default action DROP")       \
+	X(MEP_DROP_TRUNCATED_ETH,     42, MEP_VERDICT_DROP,      "frame shorter than an Ethernet/802.1Q header") \
+	X(MEP_DROP_TRUNCATED_IPV4,    43, MEP_VERDICT_DROP,      "IPv4 header or total length beyond the frame") \
+	X(MEP_DROP_MALFORMED_IPV4,    44, MEP_VERDICT_DROP,      "IPv4 IHL < 5 or total length < header length") \
+	X(MEP_DROP_MALFORMED_IPV6,    51, MEP_VERDICT_DROP,      "IPv6 version field is not 6")                \
+	X(MEP_DROP_TRUNCATED_IPV6,    45, MEP_VERDICT_DROP,      "IPv6 header or payload length beyond the frame") \
+	X(MEP_DROP_IPV6_EXT_CHAIN,    46, MEP_VERDICT_DROP,      "IPv6 extension headers truncated or more than the limit") \
+	X(MEP_DROP_TRUNCATED_L4,      47, MEP_VERDICT_DROP,      "TCP/UDP/SCTP/ICMP header beyond the IP payload") \
+	X(MEP_DROP_MALFORMED_GTPU,    48, MEP_VERDICT_DROP,      "GTP-U header, length or extension chain invalid") \
+	X(MEP_DROP_REWRITE_FAMILY,    49, MEP_VERDICT_DROP,      "dstIpAddress family differs from the packet's") \
+	X(MEP_DROP_MTU,               50, MEP_VERDICT_DROP,      "rewritten frame exceeds the egress port MTU")
+
+#endif /* MEP_REASONS_H */

@@ -1,0 +1,51 @@
+"""make_engine: the one place that turns ``dataplane.engine`` into an Engine.
+
+Each engine lives in its own module and is imported only when chosen, so a
+daemon running the reference engine never imports bcc. The engine in use is
+always the one configured: a missing or failing engine is an error, never a
+silent fallback to another (STYLE.md section 2).
+
+Constructors: ``ReferenceEngine()`` needs nothing; ``XdpEngine(config)`` and
+``FastpathEngine(config)`` take the whole Config (ports, capacities, XDP mode,
+pin root, instance name).
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..config import Config, EngineName
+from ..errors import DataplaneError
+from .engine import Engine
+
+__all__ = ["make_engine", "ENGINE_MODULES"]
+
+# engine name -> (module, class)
+ENGINE_MODULES: dict[EngineName, tuple[str, str]] = {
+    EngineName.REFERENCE: ("mep.dataplane.reference", "ReferenceEngine"),
+    EngineName.XDP: ("mep.dataplane.xdp", "XdpEngine"),
+    EngineName.FASTPATH: ("mep.dataplane.fastpath", "FastpathEngine"),
+}
+
+
+def make_engine(config: Config) -> Engine:
+    """Build the engine named by ``config.dataplane.engine``.
+
+    Raises DataplaneError when that engine's module is not part of this build;
+    load and attach failures of the engine itself propagate (LoadError,
+    AttachError).
+    """
+    name = config.dataplane.engine
+    module_name, class_name = ENGINE_MODULES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise  # the engine exists but one of its own imports is missing
+        raise DataplaneError(
+            f"engine '{name.value}' is not available yet: {module_name} is not part of this build; "
+            "set dataplane.engine to one that is (reference)",
+            field="dataplane.engine",
+        ) from None
+    engine_class = getattr(module, class_name)
+    engine: Engine = engine_class() if name is EngineName.REFERENCE else engine_class(config)
+    return engine

@@ -1,0 +1,255 @@
+"""BPF_PROG_TEST_RUN: run one frame through a loaded XDP program, in the kernel.
+
+Shared by the tests, bench/, ``mep explain`` and ``mep doctor``. Two parts:
+
+- ``prog_test_run(prog_fd, frame, ...)``: ctypes over libbpf.so.1
+  ``bpf_prog_test_run_opts``; returns ``RunResult(retval, output, duration_ns)``.
+  ``struct bpf_test_run_opts`` is mirrored by ``BpfTestRunOpts`` with the libbpf
+  1.1 layout; tests/unit/test_testrun_layout.py checks its size and every
+  offset against /usr/include/bpf/bpf.h.
+- ``ProbeProgram``: a small XDP program loaded with bcc, for machine checks
+  (``mep doctor``) and tests of this wrapper. This module and xdp.py are the
+  only importers of bcc (STYLE.md section 1); bcc is imported on first load,
+  so importing this module needs neither bcc nor root.
+
+Costs measured on the project's machine (kernel 6.18): one call with
+repeat=1 takes about 6 us from Python; repeat > 1 adds about 18 ms per call,
+so loops of single runs are faster for small counts.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import os
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ..errors import AttachError, DataplaneError, LoadError
+
+__all__ = [
+    "XDP_ABORTED",
+    "XDP_DROP",
+    "XDP_PASS",
+    "XDP_TX",
+    "XDP_REDIRECT",
+    "XDP_ACTION_NAMES",
+    "XDP_FLAGS_SKB_MODE",
+    "XDP_FLAGS_DRV_MODE",
+    "BPF_F_TEST_XDP_LIVE_FRAMES",
+    "BpfTestRunOpts",
+    "XdpMd",
+    "RunResult",
+    "prog_test_run",
+    "ProbeProgram",
+    "PROBE_ETHERTYPE",
+]
+
+# enum xdp_action (include/uapi/linux/bpf.h)
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+XDP_ACTION_NAMES = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
+
+# XDP attach flags (include/uapi/linux/if_link.h)
+XDP_FLAGS_SKB_MODE = 1 << 1  # generic: after the skb is built, any driver
+XDP_FLAGS_DRV_MODE = 1 << 2  # native: in the driver (veth supports it)
+
+# BPF_PROG_TEST_RUN flag: send XDP_TX/XDP_REDIRECT frames for real (kernel >= 5.18).
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+# Largest frame accepted: a 9000-byte-MTU jumbo frame plus Ethernet and VLAN
+# headers. Beyond about 3.5 KiB (a page less XDP headroom and tailroom) the
+# kernel hands the program the rest as fragments it does not see directly.
+_MAX_FRAME_BYTES = 9018
+# Room for a program that grows the frame (bpf_xdp_adjust_head, encapsulation).
+_OUT_SLACK_BYTES = 512
+
+
+class BpfTestRunOpts(ctypes.Structure):
+    """``struct bpf_test_run_opts`` of libbpf 1.1 (/usr/include/bpf/bpf.h)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),  # in: room in data_out; out: bytes written
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),  # out: the program's return value (the XDP action)
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),  # out: average ns per repetition
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+class XdpMd(ctypes.Structure):
+    """``struct xdp_md`` (include/uapi/linux/bpf.h): the XDP context passed as ctx_in."""
+
+    _fields_ = [
+        ("data", ctypes.c_uint32),
+        ("data_end", ctypes.c_uint32),
+        ("data_meta", ctypes.c_uint32),
+        ("ingress_ifindex", ctypes.c_uint32),
+        ("rx_queue_index", ctypes.c_uint32),
+        ("egress_ifindex", ctypes.c_uint32),
+    ]
+
+
+class RunResult(NamedTuple):
+    """What one test run returned: the XDP action, the frame after the program, ns per run."""
+
+    retval: int
+    output: bytes
+    duration_ns: int
+
+
+_libbpf: Any = None
+
+
+def _libbpf_test_run() -> Any:
+    global _libbpf
+    if _libbpf is None:
+        try:
+            _libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        except OSError as exc:
+            raise DataplaneError(f"cannot load libbpf.so.1 ({exc}); fix: apt-get install libbpf1") from None
+        _libbpf.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(BpfTestRunOpts)]
+        _libbpf.bpf_prog_test_run_opts.restype = ctypes.c_int
+    return _libbpf.bpf_prog_test_run_opts
+
+
+def prog_test_run(
+    prog_fd: int,
+    frame: bytes,
+    *,
+    ingress_ifindex: int | None = None,
+    rx_queue_index: int = 0,
+    repeat: int = 1,
+    flags: int = 0,
+    out_size: int | None = None,
+) -> RunResult:
+    """Run ``frame`` through the XDP program ``prog_fd`` with BPF_PROG_TEST_RUN.
+
+    ``ingress_ifindex`` passes an ``xdp_md`` context; the kernel requires that
+    interface to exist in the caller's network namespace (else ENODEV).
+    ``repeat`` > 1 runs the frame that many times and reports the average
+    duration. ``out_size`` bounds the output (default: the frame plus 512
+    bytes). Raises DataplaneError naming the errno on failure.
+    """
+    if not 0 < len(frame) <= _MAX_FRAME_BYTES:
+        raise DataplaneError(f"test-run frame must be 1..{_MAX_FRAME_BYTES} bytes, got {len(frame)}")
+    data_in = ctypes.create_string_buffer(frame, len(frame))
+    room = out_size if out_size is not None else len(frame) + _OUT_SLACK_BYTES
+    data_out = ctypes.create_string_buffer(room)
+    opts = BpfTestRunOpts(
+        sz=ctypes.sizeof(BpfTestRunOpts),
+        data_in=ctypes.cast(data_in, ctypes.c_void_p),
+        data_out=ctypes.cast(data_out, ctypes.c_void_p),
+        data_size_in=len(frame),
+        data_size_out=room,
+        repeat=repeat,
+        flags=flags,
+    )
+    ctx = None
+    if ingress_ifindex is not None:
+        # The kernel wants data = data_meta = 0 and data_end = the frame length.
+        ctx = XdpMd(data_end=len(frame), ingress_ifindex=ingress_ifindex, rx_queue_index=rx_queue_index)
+        opts.ctx_in = ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p)
+        opts.ctx_size_in = ctypes.sizeof(XdpMd)
+    rc = _libbpf_test_run()(prog_fd, ctypes.byref(opts))
+    if rc != 0:
+        err = -rc if rc < 0 else ctypes.get_errno()
+        name = errno_mod.errorcode.get(err, str(err))
+        raise DataplaneError(
+            f"BPF_PROG_TEST_RUN on prog fd {prog_fd} failed: {name} ({os.strerror(err)})"
+            + (" (ingress_ifindex must exist in this network namespace)" if err == errno_mod.ENODEV else "")
+        )
+    return RunResult(opts.retval, data_out.raw[: opts.data_size_out], opts.duration)
+
+
+# EtherType 0x88B5 is reserved for local experiments (IEEE 802): no real
+# traffic uses it, so the probe program can act on it and pass everything else.
+PROBE_ETHERTYPE = 0x88B5
+
+_PROBE_SOURCE = r"""
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+
+/* Probe: frames of EtherType 0x88B5 get their MAC addresses swapped and go
+ * back out (XDP_TX); anything else passes. Enough to prove that the program
+ * loaded, ran, read and wrote packet memory. */
+int mep_probe(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	unsigned char tmp[ETH_ALEN];
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	if (eth->h_proto != __constant_htons(0x88B5))
+		return XDP_PASS;
+	__builtin_memcpy(tmp, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, tmp, ETH_ALEN);
+	return XDP_TX;
+}
+"""
+
+
+@dataclass
+class ProbeProgram:
+    """The probe XDP program, compiled and loaded with bcc; ``close()`` unloads it.
+
+    It swaps the MACs of EtherType 0x88B5 frames and returns XDP_TX, and
+    returns XDP_PASS for anything else (XDP_DROP for a frame shorter than an
+    Ethernet header).
+    """
+
+    _bpf: Any
+    _fn: Any
+
+    @classmethod
+    def load(cls) -> "ProbeProgram":
+        """Compile and load (about a second); raises LoadError with bcc's message."""
+        try:
+            from bcc import BPF  # the one bcc import outside xdp.py
+        except ImportError as exc:
+            raise LoadError(f"cannot import bcc ({exc}); fix: apt-get install python3-bpfcc") from None
+        try:
+            bpf = BPF(text=_PROBE_SOURCE)
+            fn = bpf.load_func("mep_probe", BPF.XDP)
+        except Exception as exc:  # bcc raises bare Exception for compile and verifier failures
+            raise LoadError(f"probe XDP program did not load: {exc}") from None
+        return cls(bpf, fn)
+
+    @property
+    def fd(self) -> int:
+        """The program's file descriptor (for ``prog_test_run``)."""
+        fd: int = self._fn.fd
+        return fd
+
+    def attach(self, ifname: str, flags: int) -> None:
+        """Attach to ``ifname`` in the calling thread's network namespace; raises AttachError."""
+        from bcc import BPF
+
+        try:
+            BPF.attach_xdp(ifname, self._fn, flags)
+        except Exception as exc:  # bcc raises bare Exception with the netlink error text
+            raise AttachError(f"XDP attach to {ifname} (flags {flags:#x}) failed: {exc}") from None
+
+    def detach(self, ifname: str, flags: int) -> None:
+        """Detach whatever XDP program ``ifname`` has in the mode of ``flags``."""
+        from bcc import BPF
+
+        try:
+            BPF.remove_xdp(ifname, flags)
+        except Exception as exc:
+            raise AttachError(f"XDP detach from {ifname} (flags {flags:#x}) failed: {exc}") from None
+
+    def close(self) -> None:
+        """Unload the program (it stays alive while attached somewhere)."""
+        self._bpf.cleanup()
