@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from enum import StrEnum
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -225,8 +225,8 @@ class TimingCaps(EtsiModel):
     ptpMasters: Optional[list[TimingCapsPtpMasters]] = Field(default=None, max_length=MAX_LIST)
 
 
-def _items() -> Optional[list]:  # type: ignore[type-arg]
-    return Field(default=None, max_length=MAX_FILTER_ITEMS)  # type: ignore[no-any-return]
+def _items() -> Any:
+    return Field(default=None, max_length=MAX_FILTER_ITEMS)
 
 
 class TrafficFilter(EtsiModel):

@@ -39,6 +39,7 @@ from .records import (
     StoredDnsRule,
     StoredService,
     StoredSubscription,
+    StoredTrafficRule,
     StoreEvent,
     SubscriptionKind,
 )
