@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from enum import StrEnum
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -270,7 +270,7 @@ class TrafficRule(EtsiModel):
     trafficRuleId: Id
     filterType: TrafficRuleFilterType
     # MEC 011 types priority as int32; the platform orders 0 (highest) .. 255.
-    priority: Int32 = Field(ge=0, le=255)
+    priority: Annotated[Int32, Field(ge=0, le=255)]
     trafficFilter: list[TrafficFilter] = Field(max_length=MAX_FILTERS_PER_RULE)
     action: TrafficRuleAction
     # The YAML types dstInterface as one object; the MEC 011 text allows two for

@@ -6,7 +6,7 @@ Class names follow the schema names with dots and underscores removed
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import Field
 
@@ -49,7 +49,7 @@ class CategoryRef(EtsiModel):
 
 class EndPointInfoAddress(EtsiModel):
     host: Text
-    port: Int32 = Field(ge=0, le=65535)
+    port: Annotated[Int32, Field(ge=0, le=65535)]
 
 
 class EndPointInfoAddresses(EtsiModel):

@@ -54,6 +54,7 @@ _MAX_TEXT = 128
 
 
 def _text(value: Any, what: str) -> str:
+    """The stripped string; ASCII only (no non-ASCII digits, no IPv6 zone ids)."""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a string, got {type(value).__name__}")
     text = value.strip()
@@ -61,6 +62,8 @@ def _text(value: Any, what: str) -> str:
         raise ValueError(f"{what} must not be empty")
     if len(text) > _MAX_TEXT:
         raise ValueError(f"{what} is longer than {_MAX_TEXT} characters")
+    if not text.isascii() or "%" in text:
+        raise ValueError(f"{what} '{text}' has characters outside ASCII digits, letters and . : / -")
     return text
 
 

@@ -17,8 +17,7 @@
 	X(MEP_VERDICT_PASS,      0, "to the kernel stack unchanged (default path to the DN)") \
 	X(MEP_VERDICT_DROP,      1, "dropped")                                                 \
 	X(MEP_VERDICT_REDIRECT,  2, "rewritten and sent out a data-plane port")                \
-	X(MEP_VERDICT_DUPLICATE, 3, "passed unchanged, with copies sent out data-plane ports") \
-	X(MEP_VERDICT_TX,        4, "answered: sent back out the ingress port")
+	X(MEP_VERDICT_DUPLICATE, 3, "passed unchanged, with copies sent out data-plane ports")
 
 #define MEP_REASONS(X)                                                                                     \
 	X(MEP_PASS_NOT_IP,             1, MEP_VERDICT_PASS,      "not IPv4/IPv6 (ARP, LLDP, ...)")             \
@@ -30,7 +29,6 @@
 	X(MEP_REDIRECT_RULE,          10, MEP_VERDICT_REDIRECT,  "FORWARD_* rule")                             \
 	X(MEP_REDIRECT_FLOW_REPLY,    11, MEP_VERDICT_REDIRECT,  "reply of a FORWARD FLOW rule, rewrite undone") \
 	X(MEP_DUPLICATE_RULE,         20, MEP_VERDICT_DUPLICATE, "DUPLICATE_* rule")                           \
-	X(MEP_TX_DNS_ANSWER,          30, MEP_VERDICT_TX,        "DNS rule answered in XDP")                   \
 	X(MEP_DROP_RULE,              40, MEP_VERDICT_DROP,      "DROP rule")                                  \
 	X(MEP_DROP_NO_MATCH,          41, MEP_VERDICT_DROP,      "no rule matched; default action DROP")       \
 	X(MEP_DROP_TRUNCATED_ETH,     42, MEP_VERDICT_DROP,      "frame shorter than an Ethernet/802.1Q header") \

@@ -1,0 +1,24 @@
+"""The ``engine`` fixture: every case and property runs through every engine.
+
+Engines are listed by name; one that cannot run on this machine is skipped
+with the reason shown (never silently replaced by another engine).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+
+from mep.dataplane.engine import Engine
+from mep.dataplane.reference import ReferenceEngine
+
+EngineFactory = Callable[[], Engine]
+
+ENGINES: dict[str, EngineFactory] = {
+    "reference": ReferenceEngine,
+}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine_factory(request: pytest.FixtureRequest) -> EngineFactory:
+    return ENGINES[request.param]
