@@ -6,6 +6,9 @@ extensions = [
     Extension(
         "mep.dataplane._fastpath",
         ["mep/dataplane/_fastpath.pyx"],
+        # reasons.h: verdict and reason numbers are defined once, in the BPF tree.
+        include_dirs=["mep/dataplane/ebpf"],
+        depends=["mep/dataplane/ebpf/reasons.h"],
         extra_compile_args=["-O3"],
     )
 ]

@@ -95,7 +95,7 @@ fi
 
 # 6. Cython fast path ------------------------------------------------------------
 so=$(ls mep/dataplane/_fastpath*.so 2>/dev/null | head -n 1 || true)
-newest_src=$(ls -t mep/dataplane/_fastpath.pyx mep/dataplane/*.pxd setup.py 2>/dev/null | head -n 1 || true)
+newest_src=$(ls -t mep/dataplane/_fastpath.pyx mep/dataplane/*.pxd mep/dataplane/ebpf/reasons.h setup.py 2>/dev/null | head -n 1 || true)
 if [ -n "$so" ] && [ "$so" -nt "$newest_src" ]; then
   step "cython build" "ok ($so)"
 else
