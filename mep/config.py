@@ -40,6 +40,7 @@ __all__ = [
     "AppsConfig",
     "AdminConfig",
     "load_config",
+    "read_config_file",
     "explain_errors",
 ]
 
@@ -266,7 +267,8 @@ class Config(BaseSettings):
         return (env_settings, init_settings)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``; ConfigError if unreadable, not YAML, or not a mapping."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -300,7 +302,7 @@ def explain_errors(exc: ValidationError) -> list[str]:
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Load and validate; raises ConfigError whose detail lists every problem."""
-    data = _read_yaml(Path(path)) if path else {}
+    data = read_config_file(Path(path)) if path else {}
     try:
         return Config(**data)
     except ValidationError as exc:

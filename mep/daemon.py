@@ -1,0 +1,342 @@
+"""``mep run``: the platform daemon, wiring store -> compiler -> engine.
+
+::
+
+    store ──events──> compile loop ──snapshot──> compiler ──CompiledRuleSet──> engine.apply
+      ^                  (batches apply_batch_ms)                                  |
+      |                                                                            v
+    services (admin API; Mp1, Mm5, DNS in later issues)  <── status, stats, explain
+
+Start-up, in order: open the store, build the engine (``make_engine``),
+subscribe to store events, compile the current snapshot and apply it, then
+start the services. Any failure there ends the daemon with exit status 1 and
+the reason on stderr (a bad configuration is caught earlier by the CLI:
+exit 2).
+
+The compile loop waits for a store event, collects further events for
+``dataplane.apply_batch_ms``, drops those that cannot change the data plane
+(services, subscriptions, revisions already applied), then compiles the
+store's snapshot with generation + 1 and applies it.
+
+- A refused rule set (CompileError) is logged with every problem; the rule set
+  in force stays, the generation does not move, and ``/status`` shows the
+  refusal until a later rule set is applied. This holds at start-up too: the
+  daemon then runs with no rule set (the engine's own state, such as pinned
+  XDP maps, stays as it was), so that the operator can fix the rules through
+  the APIs.
+- A failed apply (DataplaneError, for example a map write) is not skipped:
+  the data plane may no longer match the store, so the daemon stops with exit
+  status 1 and a supervisor restart reconciles it.
+
+SIGTERM or SIGINT: stop the services, stop the loop, close the engine and the
+store, exit 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from typing import Any, Callable, Protocol
+
+from .admin import AdminApi
+from .config import Config
+from .dataplane.compiler import StaticResolver, compile_ruleset
+from .dataplane.engine import Engine
+from .dataplane.factory import make_engine
+from .dataplane.ruleset import CompiledRuleSet
+from .errors import CompileError, DataplaneError, MepError
+from .log import get_logger, setup_logging
+from .state import open_store
+from .state.records import Snapshot, StoreEvent
+from .state.store import Store
+
+__all__ = ["Service", "Daemon", "run", "build_services"]
+
+log = get_logger(__name__)
+
+# compile(snapshot, generation): a CompiledRuleSet, or CompileError.
+_Compile = Callable[[Snapshot, int], CompiledRuleSet]
+
+
+class Service(Protocol):
+    """Something the daemon hosts beside the data plane (admin API, Mp1, Mm5, DNS).
+
+    ``start()`` returns once the service accepts work and raises if it cannot
+    (the daemon then exits 1); ``stop()`` releases everything it took and is
+    called once, only after a successful ``start()``.
+    """
+
+    name: str
+
+    async def start(self) -> None:
+        """Begin serving."""
+
+    async def stop(self) -> None:
+        """Stop serving and release resources."""
+
+
+def _compiler(config: Config) -> _Compile:
+    """The compiler, with ports and neighbours resolved from ``config.dataplane``."""
+    resolver = StaticResolver.from_config(config.dataplane)
+
+    def compile_(snapshot: Snapshot, generation: int) -> CompiledRuleSet:
+        return compile_ruleset(snapshot, config=config.dataplane, resolver=resolver, generation=generation)
+
+    return compile_
+
+
+def build_services(daemon: "Daemon") -> list[Service]:
+    """The services this build hosts, in start order; the admin API first."""
+    config = daemon.config
+    services: list[Service] = [AdminApi(daemon, config.admin_socket)]
+    # Configured, but not part of this build yet: say so instead of pretending.
+    for name, section in (("mp1", config.mp1), ("mm5", config.mm5), ("dns", config.dns)):
+        if section.enabled:
+            log.warning("service_not_built", service=name, detail=f"{name} is enabled but not part of this build yet")
+    return services
+
+
+class Daemon:
+    """One running platform instance. ``start()``, then ``serve(stop)``, then ``close()``.
+
+    ``start()`` leaves the compile loop running as a task, so a caller that
+    drives the store itself (the demo, tests) needs no ``serve()``.
+
+    ``engine`` defaults to the one the configuration names; tests may pass
+    their own. The store is always the configured one and is reachable as
+    ``daemon.store`` once started.
+    """
+
+    def __init__(self, config: Config, *, engine: Engine | None = None) -> None:
+        self.config = config
+        self._engine = engine
+        self._compile = _compiler(config)
+        self._store: Store | None = None
+        self._queue: asyncio.Queue[StoreEvent] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._started: list[Service] = []  # in start order; stopped in reverse
+        self._settled = asyncio.Condition()
+        self.started_monotonic = time.monotonic()
+        self.generation = 0  # of the rule set in force; 0: none applied yet
+        self.applied_revision: int | None = None  # store revision of the rule set in force
+        self.compiled_revision = -1  # newest store revision compiled, applied or refused
+        self.last_refusal: dict[str, Any] | None = None  # cleared by the next apply
+
+    @property
+    def store(self) -> Store:
+        """The open store; RuntimeError before ``start()``."""
+        if self._store is None:
+            raise RuntimeError("the daemon has not opened its store yet")
+        return self._store
+
+    @property
+    def engine(self) -> Engine:
+        """The engine in use; RuntimeError before ``start()``."""
+        if self._engine is None:
+            raise RuntimeError("the daemon has not built its engine yet")
+        return self._engine
+
+    async def start(self) -> None:
+        """Open the store, build the engine, apply the first rule set, start the services.
+
+        On failure the caller still calls ``close()``, which releases what was taken.
+        """
+        cfg = self.config
+        log.info("starting", instance=cfg.instance, engine=cfg.dataplane.engine.value, store=cfg.store.backend)
+        store = open_store(cfg.store)
+        await store.open()
+        self._store = store
+        log.info("store_open", backend=cfg.store.backend, revision=store.revision)
+        if self._engine is None:
+            self._engine = make_engine(cfg)
+        log.info("engine_ready", **self._engine.describe())
+        # Subscribe before the first snapshot: no write can fall between the two.
+        self._queue = store.subscribe()
+        await self.apply_current()
+        self._loop_task = asyncio.create_task(self.compile_loop(), name="compile-loop")
+        for service in build_services(self):
+            await service.start()
+            self._started.append(service)
+            log.info("service_started", service=service.name)
+        log.info("ready", generation=self.generation, revision=store.revision, admin_socket=str(cfg.admin_socket))
+
+    async def apply_current(self) -> bool:
+        """Compile the store's snapshot as generation + 1 and apply it; False if refused.
+
+        DataplaneError from ``engine.apply`` propagates.
+        """
+        snapshot = self.store.snapshot()
+        generation = self.generation + 1
+        t0 = time.perf_counter()
+        try:
+            # The snapshot is immutable, so the compiler may run off the event
+            # loop; apply stays on it, so it never races an admin explain.
+            ruleset = await asyncio.to_thread(self._compile, snapshot, generation)
+        except CompileError as exc:
+            self._refused(exc, snapshot.revision)
+            await self._mark_compiled(snapshot.revision)
+            return False
+        compiled_s = time.perf_counter() - t0
+        self.engine.apply(ruleset)
+        self.generation = generation
+        self.applied_revision = snapshot.revision
+        self.last_refusal = None
+        log.info(
+            "ruleset_applied",
+            generation=generation,
+            revision=snapshot.revision,
+            rules=len(ruleset.rules),
+            dns_rules=len(ruleset.dns_rules),
+            compile_ms=round(compiled_s * 1000, 3),
+            apply_ms=round((time.perf_counter() - t0 - compiled_s) * 1000, 3),
+        )
+        await self._mark_compiled(snapshot.revision)
+        return True
+
+    def _refused(self, exc: CompileError, revision: int) -> None:
+        problems = [str(p) for p in exc.problems] or [exc.detail]
+        log.error(
+            "ruleset_refused",
+            revision=revision,
+            kept_generation=self.generation,
+            problems=len(problems),
+            detail=exc.detail,
+        )
+        for p in exc.problems:
+            log.error("rule_problem", revision=revision, app=p.app_instance_id, rule=p.rule_id, field=p.field, message=p.message)
+        self.last_refusal = {"revision": revision, "kept_generation": self.generation, "problems": problems}
+
+    async def _mark_compiled(self, revision: int) -> None:
+        async with self._settled:
+            self.compiled_revision = max(self.compiled_revision, revision)
+            self._settled.notify_all()
+
+    async def settled(self, revision: int, timeout: float = 10.0) -> None:
+        """Wait until the store at ``revision`` (or later) was compiled, applied or refused.
+
+        Raises TimeoutError after ``timeout`` seconds, and the compile loop's
+        error if it stopped on one.
+        """
+
+        async def reached() -> None:
+            async with self._settled:
+                await self._settled.wait_for(lambda: self.compiled_revision >= revision)
+
+        assert self._loop_task is not None, "settled() needs a started daemon"
+        waiter = asyncio.create_task(reached())
+        try:
+            await asyncio.wait({waiter, self._loop_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self.compiled_revision >= revision:
+            return
+        if self._loop_task.done():
+            self._loop_task.result()  # raises the loop's error
+        raise TimeoutError(f"store revision {revision} not compiled within {timeout} s")
+
+    async def _next_batch(self, queue: asyncio.Queue[StoreEvent]) -> list[StoreEvent]:
+        """The next event and every one arriving within ``apply_batch_ms`` of it."""
+        batch = [await queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.dataplane.apply_batch_ms / 1000
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+        while not queue.empty():
+            batch.append(queue.get_nowait())
+        return batch
+
+    async def compile_loop(self) -> None:
+        """Recompile and apply on every batch of data-plane events; runs until cancelled."""
+        assert self._queue is not None
+        while True:
+            batch = await self._next_batch(self._queue)
+            relevant = [e for e in batch if e.affects_dataplane and e.revision > self.compiled_revision]
+            if not relevant:
+                log.debug("events_skipped", events=len(batch), newest=batch[-1].revision)
+                continue
+            log.debug("events", events=len(batch), relevant=len(relevant), newest=relevant[-1].revision)
+            await self.apply_current()
+
+    async def serve(self, stop: asyncio.Event) -> int:
+        """Wait until ``stop`` is set (0) or the compile loop fails to apply (1)."""
+        assert self._loop_task is not None, "serve() needs a started daemon"
+        loop_task = self._loop_task
+        stop_task = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            await asyncio.wait({loop_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_task.cancel()
+        if loop_task.done():
+            exc = loop_task.exception()
+            if isinstance(exc, DataplaneError):
+                log.error("apply_failed", error=str(exc), generation=self.generation)
+                print(f"mep: applying a rule set failed, stopping: {exc}", file=sys.stderr)
+                return 1
+            if exc is not None:
+                raise exc
+        log.info("stopping", generation=self.generation)
+        await self._stop_services()
+        await self._stop_loop()
+        return 0
+
+    async def _stop_loop(self) -> None:
+        task, self._loop_task = self._loop_task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except MepError:
+            pass  # already reported by serve() or settled()
+
+    async def _stop_services(self) -> None:
+        while self._started:
+            service = self._started.pop()
+            try:
+                await service.stop()
+            except Exception as exc:  # keep stopping the others; the error is reported
+                log.error("service_stop_failed", service=service.name, error=str(exc))
+            else:
+                log.info("service_stopped", service=service.name)
+
+    async def close(self) -> None:
+        """Stop what is still running, close the engine, then the store. Safe to call twice."""
+        await self._stop_services()
+        await self._stop_loop()
+        if self._store is not None and self._queue is not None:
+            self._store.unsubscribe(self._queue)
+            self._queue = None
+        if self._engine is not None:
+            self._engine.close()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        log.info("stopped")
+
+
+async def run(config: Config) -> int:
+    """Run the daemon until SIGTERM/SIGINT; the process exit status (0, or 1 on failure)."""
+    setup_logging(config.log)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    daemon = Daemon(config)
+    try:
+        try:
+            await daemon.start()
+        except (MepError, OSError) as exc:
+            log.error("startup_failed", error=str(exc))
+            print(f"mep: cannot start: {exc}", file=sys.stderr)
+            return 1
+        return await daemon.serve(stop)
+    finally:
+        await daemon.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
