@@ -1,0 +1,304 @@
+"""Bit-vector classifier tables: a CompiledRuleSet as per-field classes and filter vectors.
+
+The XDP and Cython engines classify with the same tables (the reference
+engine keeps its linear scan, which is the spec they are tested against).
+
+Every traffic filter of the rule set gets a bit, in match order: rules in
+(priority, rule id) order, a rule's filters in their given order. For each
+of the thirteen packet fields a filter can constrain, the field's value
+domain is cut into elementary intervals, and every interval is labelled with
+a *class*: the set of filters whose constraint on that field the interval
+satisfies (filters that leave the field open are in every class). A packet's
+matching filters are the AND of its thirteen classes' bit vectors; the lowest
+set bit is the first matching filter, whose rule wins. docs/classifier.md
+explains the design, its costs and its worst case.
+
+Domains: addresses per family (IPv4 32 bits, IPv6 128 bits), ports 0..65535,
+protocol 0..255, VLAN ID 0..4095, DSCP 0..63, traffic class 0..255, QFI
+0..63; each field also has an ``absent`` value (no ports, untagged, not IPv4,
+not tunnelled, ...) whose class holds only the filters open on that field,
+because a filter that sets a field never matches a packet without it.
+
+FLOW rules also match with source and destination swapped: the engines run a
+second AND with the source-field classes looked up with the destination
+values (and vice versa), masked by ``flow_mask``, the filters of FLOW rules.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Iterable, Sequence
+
+from .packet import Parsed
+from .ruleset import CompiledFilter, CompiledRuleSet
+
+__all__ = [
+    "Field",
+    "ADDRESS_FIELDS",
+    "VALUE_FIELDS",
+    "VALUE_DOMAIN",
+    "Interval",
+    "FieldTable",
+    "ClassifierTables",
+    "build_tables",
+    "vector_words",
+    "iter_value_classes",
+    "packet_values",
+    "class_of",
+    "lookup",
+]
+
+
+class Field(IntEnum):
+    """The thirteen matchable fields; the number is the field's id in the BPF maps."""
+
+    SRC = 0
+    DST = 1
+    TUN_SRC = 2
+    TUN_DST = 3
+    SPORT = 4
+    DPORT = 5
+    TUN_SPORT = 6
+    TUN_DPORT = 7
+    PROTO = 8
+    VLAN = 9
+    DSCP = 10
+    TC = 11
+    QFI = 12
+
+
+ADDRESS_FIELDS = (Field.SRC, Field.DST, Field.TUN_SRC, Field.TUN_DST)
+VALUE_FIELDS = tuple(f for f in Field if f not in ADDRESS_FIELDS)
+
+# Size of each value field's domain; the value ``VALUE_DOMAIN[f]`` itself means absent.
+VALUE_DOMAIN: dict[Field, int] = {
+    Field.SPORT: 65536,
+    Field.DPORT: 65536,
+    Field.TUN_SPORT: 65536,
+    Field.TUN_DPORT: 65536,
+    Field.PROTO: 256,
+    Field.VLAN: 4096,
+    Field.DSCP: 64,
+    Field.TC: 256,
+    Field.QFI: 64,
+}
+FAMILY_BITS = {4: 32, 6: 128}
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """Values lo..hi (inclusive) of one family (0 for value fields) belong to class ``cls``."""
+
+    family: int
+    lo: int
+    hi: int
+    cls: int
+
+    def prefixes(self) -> list[tuple[int, int]]:
+        """The interval as (network, prefix length) CIDR blocks (address fields only)."""
+        make = ipaddress.IPv4Address if self.family == 4 else ipaddress.IPv6Address
+        return [
+            (int(net.network_address), net.prefixlen)
+            for net in ipaddress.summarize_address_range(make(self.lo), make(self.hi))
+        ]
+
+
+@dataclass(slots=True)
+class FieldTable:
+    """One field: its classes (filter bitmasks) and which values map to which class.
+
+    Class 0 is the *default* class, the filters open on this field: values no
+    interval covers belong to it, and so does the absent value (a filter that
+    constrains a field never matches a packet without it). ``intervals``
+    lists only values outside the default class, disjoint and sorted.
+    """
+
+    field: Field
+    classes: list[int]  # class id -> bitmask of filters (bit i = filter i)
+    intervals: list[Interval]
+
+    @property
+    def used(self) -> bool:
+        """False when no filter constrains the field: every value is in class 0."""
+        return bool(self.intervals) or self.classes[0] != self.all_filters
+
+    all_filters: int = 0
+
+
+@dataclass(slots=True)
+class ClassifierTables:
+    generation: int
+    nfilters: int
+    filter_rule: list[int]  # filter bit -> index of its rule in CompiledRuleSet.rules
+    flow_mask: int  # filters of FLOW rules
+    fields: dict[Field, FieldTable] = field(default_factory=dict)
+
+    @property
+    def nwords(self) -> int:
+        """64-bit words a vector needs for this rule set (at least 1)."""
+        return max(1, (self.nfilters + 63) // 64)
+
+    @property
+    def used_fields(self) -> int:
+        """Bitmask of fields some filter constrains (bit = Field value)."""
+        return sum(1 << f for f, t in self.fields.items() if t.used)
+
+
+def _accepted(f: CompiledFilter, fld: Field) -> list[tuple[int, int, int]]:
+    """(family, lo, hi) ranges the filter accepts on ``fld``; empty: the field is open."""
+    if fld in ADDRESS_FIELDS:
+        ranges = {Field.SRC: f.src, Field.DST: f.dst, Field.TUN_SRC: f.tun_src, Field.TUN_DST: f.tun_dst}[fld]
+        return [(r.family, r.lo, r.hi) for r in ranges]
+    if fld in (Field.SPORT, Field.DPORT, Field.TUN_SPORT, Field.TUN_DPORT):
+        ports = {Field.SPORT: f.sport, Field.DPORT: f.dport, Field.TUN_SPORT: f.tun_sport,
+                 Field.TUN_DPORT: f.tun_dport}[fld]
+        return [(0, p.lo, p.hi) for p in ports]
+    if fld is Field.PROTO:
+        return [(0, p, p) for p in f.protocols]
+    if fld is Field.VLAN:
+        return [(0, v, v) for v in f.vlans]
+    single = {Field.DSCP: f.dscp, Field.TC: f.tc, Field.QFI: f.qfi}[fld]
+    return [] if single is None else [(0, single, single)]
+
+
+def _field_table(fld: Field, filters: Sequence[CompiledFilter]) -> FieldTable:
+    """Cut the field's domain into elementary intervals, each labelled with its class."""
+    open_mask = 0
+    events: dict[int, dict[int, list[tuple[int, int]]]] = {}  # family -> point -> [(bit, +1/-1)]
+    for bit, f in enumerate(filters):
+        ranges = _accepted(f, fld)
+        if not ranges:
+            open_mask |= 1 << bit
+        for family, lo, hi in ranges:
+            points = events.setdefault(family, {})
+            points.setdefault(lo, []).append((bit, 1))
+            points.setdefault(hi + 1, []).append((bit, -1))
+    classes: dict[int, int] = {open_mask: 0}
+    intervals: list[Interval] = []
+    for family in sorted(events):
+        cover: dict[int, int] = {}  # bit -> how many of its ranges cover the current point
+        mask = 0
+        points = sorted(events[family])
+        for i, point in enumerate(points[:-1]):
+            for bit, delta in events[family][point]:
+                cover[bit] = cover.get(bit, 0) + delta
+                if cover[bit]:
+                    mask |= 1 << bit
+                else:
+                    mask &= ~(1 << bit)
+            if not mask:
+                continue
+            cls = classes.setdefault(open_mask | mask, len(classes))
+            lo, hi = point, points[i + 1] - 1
+            last = intervals[-1] if intervals else None
+            if last and (last.family, last.cls, last.hi + 1) == (family, cls, lo):
+                intervals[-1] = Interval(family, last.lo, hi, cls)
+            else:
+                intervals.append(Interval(family, lo, hi, cls))
+    by_id = sorted(classes, key=classes.__getitem__)
+    return FieldTable(fld, by_id, intervals, all_filters=(1 << len(filters)) - 1)
+
+
+def build_tables(rs: CompiledRuleSet) -> ClassifierTables:
+    """The classifier tables of ``rs`` (see the module docstring)."""
+    filters: list[CompiledFilter] = []
+    filter_rule: list[int] = []
+    flow_mask = 0
+    for slot, rule in enumerate(rs.rules):
+        for f in rule.filters:
+            if rule.flow:
+                flow_mask |= 1 << len(filters)
+            filters.append(f)
+            filter_rule.append(slot)
+    tables = ClassifierTables(rs.generation, len(filters), filter_rule, flow_mask)
+    for fld in Field:
+        tables.fields[fld] = _field_table(fld, filters)
+    return tables
+
+
+def vector_words(mask: int, nwords: int) -> list[int]:
+    """A filter bitmask as ``nwords`` little-endian-ordered 64-bit words (word 0 = filters 0..63)."""
+    return [(mask >> (64 * i)) & 0xFFFF_FFFF_FFFF_FFFF for i in range(nwords)]
+
+
+def iter_value_classes(table: FieldTable) -> Iterable[tuple[int, int, int]]:
+    """(lo, hi, class) runs covering a value field's whole domain plus its absent value."""
+    domain = VALUE_DOMAIN[table.field]
+    nxt = 0
+    for iv in table.intervals:
+        if iv.lo > nxt:
+            yield nxt, iv.lo - 1, 0
+        yield iv.lo, iv.hi, iv.cls
+        nxt = iv.hi + 1
+    if nxt < domain:
+        yield nxt, domain - 1, 0
+    yield domain, domain, 0
+
+
+def packet_values(p: Parsed, reverse: bool = False) -> dict[Field, tuple[int, int] | None]:
+    """The (family, value) a packet presents to each field; None when absent.
+
+    ``reverse`` swaps sources and destinations (addresses, ports, tunnel
+    addresses and ports) for the FLOW lookup. Value fields use family 0.
+    """
+    src, dst = (p.dst, p.src) if reverse else (p.src, p.dst)
+    sport, dport = (p.dport, p.sport) if reverse else (p.sport, p.dport)
+    tsrc, tdst = (p.tun_dst, p.tun_src) if reverse else (p.tun_src, p.tun_dst)
+    tsport, tdport = (p.tun_dport, p.tun_sport) if reverse else (p.tun_sport, p.tun_dport)
+    tunnel = p.tunnel
+    return {
+        Field.SRC: (p.family, src),
+        Field.DST: (p.family, dst),
+        Field.TUN_SRC: (p.tun_family, tsrc) if tunnel else None,
+        Field.TUN_DST: (p.tun_family, tdst) if tunnel else None,
+        Field.SPORT: None if sport is None else (0, sport),
+        Field.DPORT: None if dport is None else (0, dport),
+        Field.TUN_SPORT: (0, tsport) if tunnel else None,
+        Field.TUN_DPORT: (0, tdport) if tunnel else None,
+        Field.PROTO: (0, p.proto),
+        Field.VLAN: None if p.vlan is None else (0, p.vlan),
+        Field.DSCP: (0, p.dscp) if p.family == 4 and p.dscp is not None else None,
+        Field.TC: (0, p.tc) if p.family == 6 and p.tc is not None else None,
+        Field.QFI: None if p.qfi is None else (0, p.qfi),
+    }
+
+
+def class_of(table: FieldTable, value: tuple[int, int] | None) -> int:
+    """The class a field value falls in (binary search over the sorted intervals)."""
+    if value is None:
+        return 0
+    ivs = table.intervals
+    lo, hi = 0, len(ivs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        iv = ivs[mid]
+        if (iv.family, iv.hi) < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < len(ivs) and ivs[lo].family == value[0] and ivs[lo].lo <= value[1] <= ivs[lo].hi:
+        return ivs[lo].cls
+    return 0
+
+
+def lookup(tables: ClassifierTables, p: Parsed) -> tuple[int, bool] | None:
+    """(rule index, reverse) of the first matching filter, as the engines compute it.
+
+    A pure-Python model of the native classifiers, tested against
+    ``reference.classify``; never on a hot path.
+    """
+    def first(values: dict[Field, tuple[int, int] | None], mask: int) -> int | None:
+        for fld, table in tables.fields.items():
+            mask &= table.classes[class_of(table, values[fld])]
+        return (mask & -mask).bit_length() - 1 if mask else None
+
+    everything = (1 << tables.nfilters) - 1
+    fwd = first(packet_values(p), everything)
+    rev = first(packet_values(p, reverse=True), tables.flow_mask) if tables.flow_mask else None
+    if fwd is None and rev is None:
+        return None
+    if rev is None or (fwd is not None and tables.filter_rule[fwd] <= tables.filter_rule[rev]):
+        assert fwd is not None
+        return tables.filter_rule[fwd], False
+    return tables.filter_rule[rev], True
