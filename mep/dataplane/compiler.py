@@ -49,7 +49,7 @@ from .ruleset import (
     rule_version,
 )
 
-__all__ = ["Resolver", "StaticResolver", "compile_ruleset", "compile_filter", "mac_bytes", "DEFAULT_DNS_TTL_S"]
+__all__ = ["Resolver", "StaticResolver", "compile_ruleset", "compile_filter", "mac_bytes", "ip_of", "DEFAULT_DNS_TTL_S"]
 
 DEFAULT_DNS_TTL_S = 60  # a DnsRule without ttl is answered with this TTL
 

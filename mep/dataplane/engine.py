@@ -85,6 +85,9 @@ class Engine(abc.ABC):
     """One data-plane engine. See the module docstring for the contract."""
 
     name: str = "engine"
+    # Shortest frame the engine can be handed (the kernel never runs XDP on a
+    # frame shorter than an Ethernet header, nor does test-run accept one).
+    min_frame_bytes: int = 0
 
     @abc.abstractmethod
     def apply(self, ruleset: CompiledRuleSet) -> None:

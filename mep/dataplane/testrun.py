@@ -101,11 +101,13 @@ class XdpMd(ctypes.Structure):
 
 
 class RunResult(NamedTuple):
-    """What one test run returned: the XDP action, the frame after the program, ns per run."""
+    """What one test run returned: the XDP action, the frame after the program, ns per run,
+    and the XDP metadata the program left in front of the frame (bpf_xdp_adjust_meta)."""
 
     retval: int
     output: bytes
     duration_ns: int
+    meta: bytes = b""
 
 
 _libbpf: Any = None
@@ -156,11 +158,15 @@ def prog_test_run(
         flags=flags,
     )
     ctx = None
+    ctx_out = XdpMd()
     if ingress_ifindex is not None:
         # The kernel wants data = data_meta = 0 and data_end = the frame length.
         ctx = XdpMd(data_end=len(frame), ingress_ifindex=ingress_ifindex, rx_queue_index=rx_queue_index)
         opts.ctx_in = ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p)
         opts.ctx_size_in = ctypes.sizeof(XdpMd)
+        # The output starts at data_meta; ctx_out.data says where the frame begins.
+        opts.ctx_out = ctypes.cast(ctypes.pointer(ctx_out), ctypes.c_void_p)
+        opts.ctx_size_out = ctypes.sizeof(XdpMd)
     rc = _libbpf_test_run()(prog_fd, ctypes.byref(opts))
     if rc != 0:
         err = -rc if rc < 0 else ctypes.get_errno()
@@ -169,7 +175,9 @@ def prog_test_run(
             f"BPF_PROG_TEST_RUN on prog fd {prog_fd} failed: {name} ({os.strerror(err)})"
             + (" (ingress_ifindex must exist in this network namespace)" if err == errno_mod.ENODEV else "")
         )
-    return RunResult(opts.retval, data_out.raw[: opts.data_size_out], opts.duration)
+    raw = data_out.raw[: opts.data_size_out]
+    meta_len = ctx_out.data - ctx_out.data_meta if ctx is not None else 0
+    return RunResult(opts.retval, raw[meta_len:], opts.duration, raw[:meta_len])
 
 
 # EtherType 0x88B5 is reserved for local experiments (IEEE 802): no real

@@ -19,6 +19,16 @@ ENGINES: dict[str, EngineFactory] = {
 }
 
 
-@pytest.fixture(params=sorted(ENGINES))
+@pytest.fixture(params=sorted([*ENGINES, "xdp"]))
 def engine_factory(request: pytest.FixtureRequest) -> EngineFactory:
+    """A function returning a fresh engine: reference engines are built anew; the
+    XDP engine is loaded once per session and has its flow state flushed."""
+    if request.param == "xdp":
+        engine = request.getfixturevalue("xdp_engine")
+
+        def fresh_xdp() -> Engine:
+            engine.flush_flows()
+            return engine  # type: ignore[no-any-return]
+
+        return fresh_xdp
     return ENGINES[request.param]

@@ -24,6 +24,8 @@ def describe(frame: bytes) -> str:
 def test_case(engine_factory: EngineFactory, case: Case) -> None:
     rs = ruleset(case.rules, default_action=case.default_action)
     engine = engine_factory()
+    if len(frame_bytes(case.packet)) < engine.min_frame_bytes:
+        pytest.skip(f"{engine.name} never sees frames shorter than {engine.min_frame_bytes} bytes")
     engine.apply(rs)
     for frame, port in case.setup:
         engine.process(frame_bytes(frame), port)

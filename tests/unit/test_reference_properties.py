@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
+from scapy.layers.sctp import SCTP
 
 from mep.dataplane.packet import Parsed, parse
 from mep.dataplane.reasons import REASON_VERDICT, Reason, Verdict
@@ -131,9 +132,10 @@ def test_flow_matches_the_swapped_packet(f: dict, inner: object, tunnelled: bool
     from scapy.packet import Packet
 
     assert isinstance(inner, Packet)
+    inner = inner.__class__(bytes(inner))  # dissect hand-built transport headers into layers
     swapped = inner.copy()
     swapped.src, swapped.dst = inner.dst, inner.src
-    for layer in (TCP, UDP):
+    for layer in (TCP, UDP, SCTP):
         if swapped.haslayer(layer):
             swapped[layer].sport, swapped[layer].dport = inner[layer].dport, inner[layer].sport
 

@@ -40,6 +40,8 @@
 	X(MEP_DROP_TRUNCATED_L4,      47, MEP_VERDICT_DROP,      "TCP/UDP/SCTP/ICMP header beyond the IP payload") \
 	X(MEP_DROP_MALFORMED_GTPU,    48, MEP_VERDICT_DROP,      "GTP-U header, length or extension chain invalid") \
 	X(MEP_DROP_REWRITE_FAMILY,    49, MEP_VERDICT_DROP,      "dstIpAddress family differs from the packet's") \
-	X(MEP_DROP_MTU,               50, MEP_VERDICT_DROP,      "rewritten frame exceeds the egress port MTU")
+	X(MEP_DROP_MTU,               50, MEP_VERDICT_DROP,      "rewritten frame exceeds the egress port MTU") \
+	X(MEP_DROP_COPY_STALE,        52, MEP_VERDICT_DROP,      "DUPLICATE copy whose rule changed before the copy was made") \
+	X(MEP_DROP_INTERNAL,          53, MEP_VERDICT_DROP,      "a kernel helper failed (headroom, devmap slot): report it")
 
 #endif /* MEP_REASONS_H */

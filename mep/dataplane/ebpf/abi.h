@@ -1,0 +1,169 @@
+/* abi.h - every struct that crosses the kernel/user boundary.
+ *
+ * Python never mirrors these by hand: it takes the key and leaf types from
+ * bcc's tables (Key/Leaf classes generated from these definitions), and
+ * tests/dataplane/test_abi_layout.py checks the few sizes Python relies on.
+ * Addresses are always 16 bytes; IPv4 uses the first 4 (network order).
+ * Included by maps.h and everything that reads map values.
+ */
+#ifndef MEP_ABI_H
+#define MEP_ABI_H
+
+union mep_addr {
+	__u8 b[16];
+	__u32 w[4];
+};
+
+/* mep_vectors: one filter bit vector (bit i of word i/64 = filter i). */
+struct vec {
+	__u64 w[MEP_FILTER_WORDS];
+};
+
+/* mep_sets: one per half of the double buffer. */
+struct set_cfg {
+	__u32 generation;
+	__u32 nwords;                  /* vector words in use (<= MEP_FILTER_WORDS) */
+	__u32 used_fields;             /* bit per field id: skip the rest */
+	__u32 nrules;
+	__u32 flow_vector;             /* vector of FLOW rules' filters, MEP_NO_VECTOR if none */
+	__u32 vector_base[MEP_NFIELDS];  /* field f's class c is vector vector_base[f] + c */
+	__u8 default_drop;             /* no match: DROP instead of PASS */
+	__u8 pad[3];
+};
+
+/* mep_state[0]: which half is in force. One aligned word: a reader sees the
+ * old or the new value, never a mix. */
+struct state_val {
+	__u32 active;
+	__u32 pad;
+};
+
+/* mep_addr_class: LPM key -> class (u32); a miss is class 0. The trie matches prefixlen bits of the bytes after
+ * prefixlen: half, field and family always (24 bits), then the address. */
+struct addr_class_key {
+	__u32 prefixlen;
+	__u8 half;
+	__u8 field;
+	__u8 family;
+	__u8 addr[16];
+	__u8 pad;
+};
+
+struct target_val {
+	__u8 kind;                     /* MEP_TARGET_* */
+	__u8 port;                     /* DEVMAP slot of the egress port */
+	__u8 rewrite;                  /* new_dst is valid */
+	__u8 family;                   /* of new_dst when rewrite, of the tunnel when encapsulating */
+	__u16 mtu;                     /* egress port MTU */
+	__u8 src_mac[6];
+	__u8 dst_mac[6];
+	__u8 pad[2];
+	union mep_addr new_dst;
+	union mep_addr tun_src;
+	union mep_addr tun_dst;
+};
+
+struct rule_val {
+	__u32 rule_id;
+	__u32 version;
+	__u32 counter;                 /* slot in mep_rule_counters: stable while the rule exists */
+	__u8 action;                   /* MEP_ACTION_* */
+	__u8 flow;                     /* filterType FLOW */
+	__u8 ntargets;
+	__u8 pad;
+	struct target_val t[2];
+};
+
+/* mep_rule_index: (half, rule id) -> rule slot, to validate flow state and copies. */
+struct rule_index_key {
+	__u32 half;
+	__u32 rule_id;
+};
+
+/* mep_flow_cache: every field a filter can test, plus the generation, so a
+ * hit is exactly what classification would return for that rule set. */
+struct flow_cache_key {
+	union mep_addr src;
+	union mep_addr dst;
+	union mep_addr tun_src;
+	union mep_addr tun_dst;
+	__u32 generation;
+	__u16 sport;
+	__u16 dport;
+	__u16 tun_sport;
+	__u16 tun_dport;
+	__u16 vlan;                    /* VID + 1; 0 untagged */
+	__u8 family;
+	__u8 proto;
+	__u8 tun_family;               /* 0 untunnelled */
+	__u8 dscp_tc;
+	__u8 qfi;                      /* QFI + 1; 0 none */
+	__u8 has_ports;
+};
+
+struct flow_cache_val {
+	__u32 slot_plus1;              /* rule slot + 1; 0: no rule matched */
+	__u8 reverse;
+	__u8 pad[3];
+};
+
+/* mep_flows: reverse-flow state of FORWARD_* FLOW rules (docs/semantics.md 6). */
+struct flow_key {
+	union mep_addr src;
+	union mep_addr dst;
+	__u32 ingress;                 /* port index the reply arrives on */
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 proto;
+	__u8 pad[2];
+};
+
+struct flow_val {
+	__u32 rule_id;
+	__u32 version;
+	__u32 out_port;
+	__u32 out_mtu;                 /* MTU of out_port */
+	__u8 eth_dst[6];
+	__u8 eth_src[6];
+	__u16 vlan_tci;
+	__u8 has_vlan;
+	__u8 restore;                  /* restore_src is valid */
+	union mep_addr restore_src;
+};
+
+/* mep_port_of: ingress ifindex -> port. */
+struct port_val {
+	__u8 index;
+	__u8 role;                     /* MEP_ROLE_* */
+	__u8 mirror;                   /* MEP_ROLE_MIRROR: which target of a DUPLICATE rule */
+	__u8 pad;
+	__u32 mtu;
+};
+
+struct counter_val {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* XDP metadata in front of every frame the program passes on or redirects:
+ * read by the TC program (DUPLICATE copies) and by test-run callers. */
+struct mep_meta {
+	__u8 verdict;
+	__u8 reason;
+	__u8 port;                     /* egress port of REDIRECT */
+	__u8 copies;                   /* DUPLICATE: bitmask of targets to copy */
+	__u32 rule_id;
+	__u32 version;                 /* DUPLICATE: the rule's version, checked by the copy */
+	__u32 flags;                   /* MEP_META_REVERSE */
+};
+
+#define MEP_META_REVERSE 1
+
+/* The trailer TC appends to a DUPLICATE clone for the mirror port. */
+struct copy_trailer {
+	__u32 rule_id;
+	__u32 version;
+};
+
+#endif /* MEP_ABI_H */

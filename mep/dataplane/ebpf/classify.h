@@ -1,0 +1,279 @@
+/* classify.h - the bit-vector classifier behind an LRU flow cache.
+ *
+ * classify() returns 1 and the winning rule slot (and whether it matched in
+ * the reverse direction of a FLOW rule), or 0 when no rule matches. The
+ * tables are built by mep/dataplane/tables.py (whose lookup() is the Python
+ * model of this file) and written by maps/classifier.py:
+ *   - per field, a class lookup gives a vector index: an LPM trie for the four
+ *     address fields (src, dst, tunnel src, tunnel dst), one array for the nine
+ *     value fields (ports, protocol, VLAN, DSCP, TC, QFI);
+ *   - the AND of the used fields' vectors, word by word, stops at the first
+ *     non-zero word; its lowest bit is the first matching filter (filters are
+ *     numbered in match order), mep_filter_rule gives its rule slot.
+ * Cost: ~13 class lookups, then about 1 ns per 64 filters scanned before
+ * the first hit (docs/classifier.md). The flow cache (key: every matchable
+ * field + generation) makes established flows one hash lookup.
+ * Verifier note: bcc 0.26 cannot call bpf_loop (no BPF_PSEUDO_FUNC
+ * relocation), so the scan is a bounded loop over MEP_FILTER_WORDS with an
+ * early exit at cfg->nwords; the field loop is unrolled so each vector
+ * pointer has a constant stack slot the verifier can track.
+ * Included by the entry file.
+ */
+#ifndef MEP_CLASSIFY_H
+#define MEP_CLASSIFY_H
+
+struct cls_result {
+	__u32 slot;
+	__u8 reverse;
+};
+
+/* Index of the lowest set bit of x != 0: the popcount of the bits below it,
+ * branch-free (SWAR). BPF has no ctz instruction, bcc's clang crashes on
+ * __builtin_ctzll for BPF, and a binary search gave the verifier 2^6 paths. */
+static __always_inline __u32 ctz64(__u64 x)
+{
+	__u64 v = (x & -x) - 1;
+
+	v = v - ((v >> 1) & 0x5555555555555555ULL);
+	v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
+	v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+	return (v * 0x0101010101010101ULL) >> 56;
+}
+
+/* What the packet presents to each field (docs/semantics.md section 4). */
+struct field_values {
+	union mep_addr addr[4];         /* SRC, DST, TUN_SRC, TUN_DST (copies: this lives in a map) */
+	__u8 addr_family[4];            /* 0: absent */
+	__u32 value[MEP_NFIELDS];       /* value fields: index into the field's range, domain = absent */
+	/* scan results, kept in map memory so that the verifier forgets which
+	 * word each came from (see classify_tables) */
+	__u32 fwd_bit;
+	__u32 rev_bit;
+	__u32 fwd_slot;
+	__u32 rev_slot;
+	__u8 fwd;
+	__u8 rev;
+};
+
+/* Fills every member of *fv. */
+static __always_inline void packet_values(const struct pkt *p, int reverse, struct field_values *fv)
+{
+	const struct ip_info *u = &p->user, *o = &p->outer;
+	__u32 no_ports_s = MEP_VDOM_SPORT, no_ports_d = MEP_VDOM_DPORT;
+
+	fv->addr[MEP_F_SRC] = reverse ? u->dst : u->src;
+	fv->addr[MEP_F_DST] = reverse ? u->src : u->dst;
+	fv->addr_family[MEP_F_SRC] = u->family;
+	fv->addr_family[MEP_F_DST] = u->family;
+	fv->addr[MEP_F_TUN_SRC] = reverse ? o->dst : o->src;
+	fv->addr[MEP_F_TUN_DST] = reverse ? o->src : o->dst;
+	fv->addr_family[MEP_F_TUN_SRC] = p->tunnel ? o->family : 0;
+	fv->addr_family[MEP_F_TUN_DST] = p->tunnel ? o->family : 0;
+
+	fv->value[MEP_F_SPORT] = u->has_ports ? (reverse ? u->dport : u->sport) : no_ports_s;
+	fv->value[MEP_F_DPORT] = u->has_ports ? (reverse ? u->sport : u->dport) : no_ports_d;
+	fv->value[MEP_F_TUN_SPORT] = p->tunnel ? (reverse ? o->dport : o->sport) : MEP_VDOM_TUN_SPORT;
+	fv->value[MEP_F_TUN_DPORT] = p->tunnel ? (reverse ? o->sport : o->dport) : MEP_VDOM_TUN_DPORT;
+	fv->value[MEP_F_PROTO] = u->proto;
+	fv->value[MEP_F_VLAN] = p->has_vlan ? (p->vlan_tci & 0x0fff) : MEP_VDOM_VLAN;
+	fv->value[MEP_F_DSCP] = u->family == 4 ? u->dscp : MEP_VDOM_DSCP;
+	fv->value[MEP_F_TC] = u->family == 6 ? u->tc : MEP_VDOM_TC;
+	fv->value[MEP_F_QFI] = p->has_qfi ? p->qfi : MEP_VDOM_QFI;
+}
+
+/* Start of each value field's range in mep_value_class (-D from tables.py). */
+static __always_inline __u32 value_base(int field)
+{
+	switch (field) {
+	case MEP_F_SPORT:     return MEP_VBASE_SPORT;
+	case MEP_F_DPORT:     return MEP_VBASE_DPORT;
+	case MEP_F_TUN_SPORT: return MEP_VBASE_TUN_SPORT;
+	case MEP_F_TUN_DPORT: return MEP_VBASE_TUN_DPORT;
+	case MEP_F_PROTO:     return MEP_VBASE_PROTO;
+	case MEP_F_VLAN:      return MEP_VBASE_VLAN;
+	case MEP_F_DSCP:      return MEP_VBASE_DSCP;
+	case MEP_F_TC:        return MEP_VBASE_TC;
+	case MEP_F_QFI:       return MEP_VBASE_QFI;
+	}
+	return 0;
+}
+
+/* The class of an address field; class 0 (the field's open filters) when
+ * absent or no prefix matches. */
+static __always_inline __u32 addr_class(__u32 half, __u32 field, const struct field_values *fv)
+{
+	struct addr_class_key key = {};
+	__u32 *cls;
+
+	if (!fv->addr_family[field])
+		return 0;
+	key.family = fv->addr_family[field];
+	key.prefixlen = 24 + (key.family == 4 ? 32 : 128);
+	key.half = half;
+	key.field = field;
+	__builtin_memcpy(key.addr, fv->addr[field].b, 16);
+	cls = mep_addr_class.lookup(&key);
+	return cls ? *cls : 0;
+}
+
+static __always_inline __u32 value_class(__u32 half, int field, __u32 value)
+{
+	__u32 idx = half * MEP_VALUE_SPACE + value_base(field) + value;
+	__u32 *cls = mep_value_class.lookup(&idx);
+
+	return cls ? *cls : 0;
+}
+
+static __always_inline struct vec *vector_at(__u32 half, __u32 index)
+{
+	__u32 key = half * MEP_MAX_VECTORS + index;
+
+	return mep_vectors.lookup(&key);
+}
+
+/* One AND-scan; 1 and *bit when some filter matches. `only` (may be NULL)
+ * restricts the scan to its filters (FLOW rules for the reverse direction).
+ * Fields no filter uses are not looked up: their vector_base points at the
+ * half's all-ones vector, whose class 0 is the only class. Every pointer in
+ * v[] is non-NULL, so the verifier sees one path through the setup (a
+ * pointer that may be NULL per field gave it 2^13 paths). */
+static __always_inline int scan(__u32 half, const struct set_cfg *cfg, const struct field_values *fv,
+				const struct vec *only, __u32 *bit)
+{
+	struct vec *v[MEP_NFIELDS];
+	__u32 used = cfg->used_fields, nwords = cfg->nwords;
+	int f, i;
+
+#pragma unroll
+	for (f = 0; f < MEP_NFIELDS; f++) {
+		__u32 cls = 0;
+
+		if (used & (1u << f))
+			cls = f < 4 ? addr_class(half, f, fv) : value_class(half, f, fv->value[f]);
+		v[f] = vector_at(half, cfg->vector_base[f] + cls);
+		if (!v[f])
+			return 0;
+	}
+	for (i = 0; i < MEP_FILTER_WORDS; i++) {
+		__u64 acc = ~0ULL;
+		__u32 w = i;
+
+		/* Keep clang from fusing the two bounds into one down-counter the
+		 * verifier cannot bound (seen here: "invalid access to map value"). */
+		asm volatile("" : "+r"(w));
+		if (w >= nwords || w >= MEP_FILTER_WORDS)
+			break;
+#pragma unroll
+		for (f = 0; f < MEP_NFIELDS; f++)
+			acc &= v[f]->w[w];
+		if (only)
+			acc &= only->w[w];
+		if (acc) {
+			*bit = w * 64 + ctz64(acc);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static __always_inline int filter_rule(__u32 half, __u32 bit, __u32 *slot)
+{
+	__u32 key = half * MEP_MAX_FILTERS + bit;
+	__u32 *s;
+
+	if (bit >= MEP_MAX_FILTERS)
+		return 0;
+	s = mep_filter_rule.lookup(&key);
+	if (!s)
+		return 0;
+	*slot = *s;
+	return 1;
+}
+
+/* The first matching rule, forward or (FLOW rules) reverse; 0 when none.
+ * Each scan can end at any of nwords words; with its result in registers the
+ * verifier carried each ending through the rest of the program as a distinct
+ * state (190k verified instructions at 16k filters). Results go through map
+ * memory (*fv) behind a compiler barrier instead, so every ending continues
+ * as one unknown state. */
+static __always_inline int classify_tables(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
+					   struct field_values *fv, struct cls_result *res)
+{
+	packet_values(p, 0, fv);
+	fv->fwd = scan(half, cfg, fv, 0, &fv->fwd_bit);
+	fv->rev = 0;
+	if (cfg->flow_vector != MEP_NO_VECTOR) {
+		struct vec *flows = vector_at(half, cfg->flow_vector);
+
+		if (flows) {
+			packet_values(p, 1, fv);
+			fv->rev = scan(half, cfg, fv, flows, &fv->rev_bit);
+		}
+	}
+	asm volatile("" ::: "memory");
+	if (fv->fwd && !filter_rule(half, fv->fwd_bit, &fv->fwd_slot))
+		fv->fwd = 0;
+	if (fv->rev && !filter_rule(half, fv->rev_bit, &fv->rev_slot))
+		fv->rev = 0;
+	asm volatile("" ::: "memory");
+	if (!fv->fwd && !fv->rev)
+		return 0;
+	if (fv->fwd && (!fv->rev || fv->fwd_slot <= fv->rev_slot)) {
+		res->slot = fv->fwd_slot;
+		res->reverse = 0;
+	} else {
+		res->slot = fv->rev_slot;
+		res->reverse = 1;
+	}
+	return 1;
+}
+
+static __always_inline void flow_cache_key(const struct pkt *p, __u32 generation, struct flow_cache_key *k)
+{
+	const struct ip_info *u = &p->user;
+
+	__builtin_memset(k, 0, sizeof(*k));
+	k->src = u->src;
+	k->dst = u->dst;
+	k->generation = generation;
+	k->family = u->family;
+	k->proto = u->proto;
+	k->has_ports = u->has_ports;
+	k->sport = u->has_ports ? u->sport : 0;
+	k->dport = u->has_ports ? u->dport : 0;
+	k->dscp_tc = u->family == 4 ? u->dscp : u->tc;
+	k->vlan = p->has_vlan ? (p->vlan_tci & 0x0fff) + 1 : 0;
+	k->qfi = p->has_qfi ? p->qfi + 1 : 0;
+	if (p->tunnel) {
+		k->tun_family = p->outer.family;
+		k->tun_src = p->outer.src;
+		k->tun_dst = p->outer.dst;
+		k->tun_sport = p->outer.sport;
+		k->tun_dport = p->outer.dport;
+	}
+}
+
+/* classify_tables() behind the flow cache; `key` and `fv` are working memory. */
+static __always_inline int classify(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
+				    struct flow_cache_key *key, struct field_values *fv, struct cls_result *res)
+{
+	struct flow_cache_val val = {}, *hit;
+	int found;
+
+	flow_cache_key(p, cfg->generation, key);
+	hit = mep_flow_cache.lookup(key);
+	if (hit) {
+		res->slot = hit->slot_plus1 - 1;
+		res->reverse = hit->reverse;
+		return hit->slot_plus1 != 0;
+	}
+	found = classify_tables(half, cfg, p, fv, res);
+	if (found) {
+		val.slot_plus1 = res->slot + 1;
+		val.reverse = res->reverse;
+	}
+	mep_flow_cache.update(key, &val);
+	return found;
+}
+
+#endif /* MEP_CLASSIFY_H */

@@ -1,0 +1,40 @@
+/* consts.h - capacities, limits and flags of the MEP data plane.
+ *
+ * Every number that Python also knows arrives as a -D flag from xdp.py
+ * (capacities from dataplane.capacity, field ids and value-domain bases from
+ * mep/dataplane/tables.py, action and target codes from maps/abi.py); this
+ * file derives the rest and refuses to compile without them, so there is no
+ * second copy to drift. Included first by every BPF source.
+ */
+#ifndef MEP_CONSTS_H
+#define MEP_CONSTS_H
+
+#if !defined(MEP_MAX_RULES) || !defined(MEP_MAX_FILTERS) || !defined(MEP_MAX_VECTORS) || \
+    !defined(MEP_FLOW_CAPACITY) || !defined(MEP_MAX_PORTS) || !defined(MEP_VALUE_SPACE)
+#error "capacities come from xdp.py as -D flags (mep/dataplane/xdp.py: cflags())"
+#endif
+
+/* Words of one filter bit vector: one bit per filter, 64 filters a word. */
+#define MEP_FILTER_WORDS ((MEP_MAX_FILTERS + 63) / 64)
+
+/* Bounded walks; the same bounds as mep/dataplane/packet.py (MAX_*). */
+#define MEP_MAX_IPV6_EXT 6
+#define MEP_MAX_GTPU_EXT 4
+
+/* IPv6 outer UDP checksum: the loop sums 2-byte words up to this many bytes
+ * of UDP payload (a 9000-byte jumbo frame); larger frames exceed every MTU
+ * the ports accept, so the MTU check refuses them first. */
+#define MEP_MAX_CSUM_BYTES 9216
+
+#define MEP_NO_VECTOR 0xffffffffu
+#define MEP_GTPU_PORT 2152
+#define MEP_OUTER_TTL 64
+
+/* Port roles (mep/config.py PortRole) and the mirror role of the veths that
+ * carry DUPLICATE_* copies from TC back into XDP. */
+#define MEP_ROLE_N6 1
+#define MEP_ROLE_DN 2
+#define MEP_ROLE_APP 3
+#define MEP_ROLE_MIRROR 4
+
+#endif /* MEP_CONSTS_H */

@@ -1,0 +1,51 @@
+/* maps.h - every map of the MEP data plane, each with its contents, key and writer.
+ *
+ * Rule-set maps are double-buffered: keys carry a half (0/1) and mep_state
+ * says which half is in force; the control plane writes the other half, then
+ * flips mep_state (mep/dataplane/xdp.py apply()). Pinned maps live under
+ * MEP_PIN_DIR (/sys/fs/bpf/mep/<instance>) and survive a control-plane
+ * restart; the per-load maps (ports) are refilled at every load.
+ * Each map's owner module in mep/dataplane/maps/ is its only writer.
+ * Included by the entry files only.
+ */
+#ifndef MEP_MAPS_H
+#define MEP_MAPS_H
+
+#define MEP_PIN(name) MEP_PIN_DIR "/" #name
+
+/* active half; writer: maps/ruleset.py (flip) */
+BPF_TABLE_PINNED("array", u32, struct state_val, mep_state, 1, MEP_PIN(mep_state));
+/* per-half rule-set header; writer: maps/ruleset.py */
+BPF_TABLE_PINNED("array", u32, struct set_cfg, mep_sets, 2, MEP_PIN(mep_sets));
+/* (half, field, family, prefix) -> class of src/dst/tunnel addresses; writer: maps/classifier.py */
+BPF_TABLE_PINNED7("lpm_trie", struct addr_class_key, u32, mep_addr_class, MEP_MAX_PREFIXES,
+		  MEP_PIN(mep_addr_class), BPF_F_NO_PREALLOC);
+/* half * MEP_VALUE_SPACE + field base + value -> class (ports, protocol, VLAN, DSCP, TC, QFI); 0 unless written; writer: maps/classifier.py */
+BPF_TABLE_PINNED("array", u32, u32, mep_value_class, 2 * MEP_VALUE_SPACE, MEP_PIN(mep_value_class));
+/* half * MEP_MAX_VECTORS + vector index -> filter bit vector; writer: maps/classifier.py */
+BPF_TABLE_PINNED("array", u32, struct vec, mep_vectors, 2 * MEP_MAX_VECTORS, MEP_PIN(mep_vectors));
+/* half * MEP_MAX_FILTERS + filter bit -> rule slot; writer: maps/classifier.py */
+BPF_TABLE_PINNED("array", u32, u32, mep_filter_rule, 2 * MEP_MAX_FILTERS, MEP_PIN(mep_filter_rule));
+/* half * MEP_MAX_RULES + rule slot -> action, targets, counter slot; writer: maps/ruleset.py */
+BPF_TABLE_PINNED("array", u32, struct rule_val, mep_rules, 2 * MEP_MAX_RULES, MEP_PIN(mep_rules));
+/* (half, rule id) -> rule slot; writer: maps/ruleset.py */
+BPF_TABLE_PINNED("hash", struct rule_index_key, u32, mep_rule_index, 2 * MEP_MAX_RULES, MEP_PIN(mep_rule_index));
+/* packet fields + generation -> classification result; writer: the XDP program */
+BPF_TABLE_PINNED7("lru_hash", struct flow_cache_key, struct flow_cache_val, mep_flow_cache, MEP_FLOW_CAPACITY,
+		  MEP_PIN(mep_flow_cache), BPF_F_NO_COMMON_LRU);
+/* expected reply -> how to send it back; writer: the XDP program (FORWARD_* FLOW rules) */
+BPF_TABLE_PINNED("lru_hash", struct flow_key, struct flow_val, mep_flows, MEP_FLOW_CAPACITY, MEP_PIN(mep_flows));
+/* counter slot -> per-CPU packets/bytes of one rule; writer: the XDP program, zeroed by maps/counters.py on reuse */
+BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_rule_counters, MEP_MAX_RULES,
+		 MEP_PIN(mep_rule_counters));
+/* reason -> per-CPU packets/bytes; writer: the XDP and TC programs */
+BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_reason_counters, MEP_NREASONS,
+		 MEP_PIN(mep_reason_counters));
+/* port index -> ifindex (bpf_redirect_map); writer: maps/ports.py at load */
+BPF_DEVMAP(mep_ports, MEP_MAX_PORTS);
+/* ingress ifindex -> port index and role; writer: maps/ports.py at load */
+BPF_HASH(mep_port_of, u32, struct port_val, 2 * MEP_MAX_PORTS);
+/* target k of a DUPLICATE rule -> ifindex of mirror k's sending end (TC); writer: maps/ports.py */
+BPF_ARRAY(mep_mirrors, u32, 2);
+
+#endif /* MEP_MAPS_H */

@@ -1,0 +1,203 @@
+/* mep_xdp.c - the XDP entry of the MEP data plane: top-level flow and the single exit.
+ *
+ * mep_xdp() runs on every data-plane port (N6, DN, app ports) and on the
+ * mirror ports that carry DUPLICATE_* copies. Order (docs/semantics.md):
+ * parse -> flow reply -> (app ports stop here) -> classify -> act, and
+ * every path leaves through finish() (counters.h), which counts the
+ * decision and writes struct mep_meta in front of the frame.
+ * Compiled together with mep_tc.c by mep.c.
+ */
+
+static __always_inline int redirect(struct decision *d, __u8 port)
+{
+	int action;
+
+	d->port = port;
+	if (port == 0)
+		return XDP_PASS;  /* output port 0 is the stack */
+	action = mep_ports.redirect_map(port, XDP_DROP);
+	if (action != XDP_REDIRECT)
+		d->reason = MEP_DROP_INTERNAL;
+	return action;
+}
+
+static __always_inline int drop(struct decision *d, __u8 reason)
+{
+	d->reason = reason;
+	return XDP_DROP;
+}
+
+static __always_inline int pass(struct decision *d, __u8 reason)
+{
+	d->reason = reason;
+	return XDP_PASS;
+}
+
+static __always_inline void decide_rule(struct decision *d, const struct rule_val *rule, __u8 reverse)
+{
+	d->has_rule = 1;
+	d->rule_id = rule->rule_id;
+	d->version = rule->version;
+	d->counter = rule->counter;
+	d->reverse = reverse;
+}
+
+static __always_inline struct rule_val *rule_at(__u32 half, __u32 slot)
+{
+	__u32 idx = half * MEP_MAX_RULES + slot;
+
+	if (slot >= MEP_MAX_RULES)
+		return 0;
+	return mep_rules.lookup(&idx);
+}
+
+/* A DUPLICATE_* copy arriving on mirror port k: the original frame plus the
+ * trailer TC appended; build target k of that rule as it is now, if unchanged. */
+static __always_inline int make_copy(struct xdp_md *ctx, const struct port_val *in, struct scratch *s,
+				     struct decision *d)
+{
+	struct pkt *p = &s->p;
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct copy_trailer tr;
+	struct rule_index_key rk = {};
+	struct rule_val *rule;
+	__u32 *slot, k = in->mirror & 1, len = data_end - data;
+	__u8 *t;
+	int rc, action;
+
+	if (len < sizeof(tr) + ETH_HLEN_BYTES)
+		return drop(d, MEP_DROP_COPY_STALE);
+	t = data + ((len - sizeof(tr)) & MEP_MAX_OFF);
+	if ((void *)(t + sizeof(tr)) > data_end)
+		return drop(d, MEP_DROP_COPY_STALE);
+	__builtin_memcpy(&tr, t, sizeof(tr));
+	if (bpf_xdp_adjust_tail(ctx, -(int)sizeof(tr)))
+		return drop(d, MEP_DROP_INTERNAL);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (parse_frame(data, data_end, p))
+		return drop(d, MEP_DROP_COPY_STALE);
+	{
+		__u32 zero = 0;
+		struct state_val *st = mep_state.lookup(&zero);
+
+		if (!st)
+			return drop(d, MEP_DROP_INTERNAL);
+		rk.half = st->active & 1;
+	}
+	rk.rule_id = tr.rule_id;
+	slot = mep_rule_index.lookup(&rk);
+	rule = slot ? rule_at(rk.half, *slot) : 0;
+	if (!rule || rule->version != tr.version || rule->action != MEP_ACTION_DUPLICATE || k >= rule->ntargets)
+		return drop(d, MEP_DROP_COPY_STALE);
+	decide_rule(d, rule, 0);
+	d->reason = MEP_DUPLICATE_RULE;
+	rc = target_feasible(&rule->t[k], p);
+	if (!rc)
+		rc = build_target(ctx, p, &rule->t[k], rule->rule_id, s->csum_buf);
+	if (rc)
+		return drop(d, rc == MEP_DROP_INTERNAL ? MEP_DROP_INTERNAL : MEP_DROP_COPY_STALE);
+	action = redirect(d, rule->t[k].port);
+	/* the original was counted as DUPLICATE_RULE; a copy sent is not a new packet */
+	d->uncounted = action == XDP_REDIRECT;
+	return action;
+}
+
+static __always_inline int act(struct xdp_md *ctx, struct scratch *s, struct rule_val *rule, __u8 reverse,
+			       const struct port_val *in, struct decision *d)
+{
+	struct pkt *p = &s->p;
+	const struct target_val *t;
+	int rc, k;
+
+	decide_rule(d, rule, reverse);
+	switch (rule->action) {
+	case MEP_ACTION_DROP:
+		return drop(d, MEP_DROP_RULE);
+	case MEP_ACTION_PASSTHROUGH:
+		return pass(d, MEP_PASS_RULE);
+	case MEP_ACTION_DUPLICATE:
+#pragma unroll
+		for (k = 0; k < 2; k++) {
+			if (k < rule->ntargets && !target_feasible(&rule->t[k], p))
+				d->copies |= 1 << k;
+		}
+		return pass(d, MEP_DUPLICATE_RULE);
+	}
+	/* FORWARD_*: a reply matched without flow state goes the default way back. */
+	if (reverse)
+		return pass(d, MEP_PASS_FLOW_REVERSE);
+	t = &rule->t[0];
+	rc = target_feasible(t, p);
+	if (rc)
+		return drop(d, rc);
+	if (rule->flow)
+		remember_flow(p, rule, t, in, &s->flow_key, &s->flow_val);
+	rc = build_target(ctx, p, t, rule->rule_id, s->csum_buf);
+	if (rc)
+		return drop(d, rc);
+	d->reason = MEP_REDIRECT_RULE;
+	return redirect(d, t->port);
+}
+
+static __always_inline int process(struct xdp_md *ctx, struct decision *d)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	__u32 ifindex = ctx->ingress_ifindex, zero = 0, half, in_index;
+	struct port_val *in = mep_port_of.lookup(&ifindex);
+	struct scratch *s = get_scratch();
+	struct rule_val *rule = 0;
+	struct cls_result res = {};
+	struct flow_val *reply;
+	struct state_val *st;
+	struct set_cfg *cfg;
+	struct pkt *p;
+	int rc;
+
+	if (!s)
+		return drop(d, MEP_DROP_INTERNAL);
+	p = &s->p;
+	__builtin_memset(p, 0, sizeof(*p));
+	if (in && in->role == MEP_ROLE_MIRROR)
+		return make_copy(ctx, in, s, d);
+	rc = parse_frame(data, data_end, p);
+	if (rc)
+		return reason_verdict(rc) == MEP_VERDICT_PASS ? pass(d, rc) : drop(d, rc);
+	st = mep_state.lookup(&zero);
+	if (!st)
+		return drop(d, MEP_DROP_INTERNAL);
+	half = st->active & 1;
+	cfg = mep_sets.lookup(&half);
+	if (!cfg || !cfg->generation)
+		return pass(d, MEP_PASS_NO_MATCH);  /* no rule set applied yet */
+	in_index = in ? in->index : 0;
+
+	reply = find_flow_reply(p, half, in_index, &s->flow_key, &rule);
+	if (reply && rule) {
+		decide_rule(d, rule, 1);
+		if (p->user.len > reply->out_mtu)
+			return drop(d, MEP_DROP_MTU);
+		rc = build_flow_reply(ctx, p, reply);
+		if (rc)
+			return drop(d, rc);
+		d->reason = MEP_REDIRECT_FLOW_REPLY;
+		return redirect(d, reply->out_port);
+	}
+	if (in && in->role == MEP_ROLE_APP)
+		return pass(d, MEP_PASS_FROM_APP);
+	if (!classify(half, cfg, p, &s->cache_key, &s->fv, &res))
+		return cfg->default_drop ? drop(d, MEP_DROP_NO_MATCH) : pass(d, MEP_PASS_NO_MATCH);
+	rule = rule_at(half, res.slot);
+	if (!rule)
+		return drop(d, MEP_DROP_INTERNAL);
+	return act(ctx, s, rule, res.reverse, in, d);
+}
+
+int mep_xdp(struct xdp_md *ctx)
+{
+	struct decision d = {};
+	__u64 bytes = ctx->data_end - ctx->data;
+	int action = process(ctx, &d);
+
+	return finish(ctx, &d, bytes, action);
+}

@@ -1,0 +1,134 @@
+"""Interfaces, namespaces, TC and neighbours through pyroute2 (no shelling out to ``ip``).
+
+Everything here runs in the caller's network namespace unless wrapped in
+``in_netns(name)``, which enters a named namespace for the current thread
+and always returns (pyroute2 pushns/popns).
+"""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import AttachError, DataplaneError
+
+__all__ = [
+    "Link",
+    "in_netns",
+    "link",
+    "ensure_veth",
+    "delete_link",
+    "xdp_attached",
+    "attach_tc_ingress",
+    "detach_tc_ingress",
+    "neighbours",
+    "XDP_MODE_NAMES",
+]
+
+# IFLA_XDP_ATTACHED (include/uapi/linux/if_link.h), as a number or as pyroute2's name for it.
+XDP_MODE_NAMES: dict[object, str] = {0: "none", 1: "native", 2: "generic", 3: "offload", 4: "multi",
+                  "xdp": "native", "xdpdrv": "native", "xdpgeneric": "generic", "xdpoffload": "offload"}
+
+
+@dataclass(frozen=True)
+class Link:
+    ifname: str
+    ifindex: int
+    mac: bytes
+    mtu: int
+
+
+@contextlib.contextmanager
+def in_netns(name: Optional[str]) -> Iterator[None]:
+    """Run the body inside network namespace ``name`` (None: stay where we are)."""
+    if name is None:
+        yield
+        return
+    netns.pushns(name)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
+def link(ifname: str) -> Link:
+    """ifindex, MAC and MTU of ``ifname``; DataplaneError naming it when absent."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise DataplaneError(f"interface '{ifname}' does not exist in this network namespace",
+                                 field="dataplane.ports")
+        msg = ipr.link("get", index=found[0])[0]
+    mac = bytes.fromhex((msg.get("IFLA_ADDRESS") or "00:00:00:00:00:00").replace(":", ""))
+    return Link(ifname, found[0], mac, int(msg.get("IFLA_MTU") or 1500))
+
+
+def ensure_veth(name: str, peer: str) -> tuple[Link, Link]:
+    """The veth pair name<->peer, created if missing, both up."""
+    with IPRoute() as ipr:
+        if not ipr.link_lookup(ifname=name):
+            ipr.link("add", ifname=name, kind="veth", peer=peer)
+        for ifname in (name, peer):
+            ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
+    return link(name), link(peer)
+
+
+def delete_link(ifname: str) -> None:
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if found:
+            ipr.link("del", index=found[0])
+
+
+def xdp_attached(ifindex: int) -> tuple[str, int]:
+    """(mode name, program id) of the XDP program attached to ``ifindex``."""
+    with IPRoute() as ipr:
+        msg = ipr.link("get", index=ifindex)[0]
+    xdp = msg.get("IFLA_XDP")
+    if xdp is None:
+        return "none", 0
+    mode = xdp.get("IFLA_XDP_ATTACHED") or 0
+    return XDP_MODE_NAMES.get(mode, str(mode)), int(xdp.get("IFLA_XDP_PROG_ID") or xdp.get("IFLA_XDP_DRV_PROG_ID")
+                                                  or xdp.get("IFLA_XDP_SKB_PROG_ID") or 0)
+
+
+def attach_tc_ingress(ifindex: int, prog_fd: int, name: str) -> None:
+    """Attach a SCHED_CLS program at clsact ingress (direct action), replacing ours."""
+    with IPRoute() as ipr:
+        try:
+            ipr.tc("add", "clsact", ifindex)
+        except NetlinkError as exc:
+            if exc.code != 17:  # EEXIST: clsact already there
+                raise AttachError(f"clsact on ifindex {ifindex}: {exc}") from exc
+        try:
+            ipr.tc("del-filter", "bpf", ifindex, ":1", parent="ffff:fff2")
+        except NetlinkError:
+            pass  # none yet
+        try:
+            ipr.tc("add-filter", "bpf", ifindex, ":1", fd=prog_fd, name=name, parent="ffff:fff2",
+                   classid=1, direct_action=True)
+        except NetlinkError as exc:
+            raise AttachError(f"TC ingress filter on ifindex {ifindex}: {exc}") from exc
+
+
+def detach_tc_ingress(ifindex: int) -> None:
+    with IPRoute() as ipr:
+        try:
+            ipr.tc("del", "clsact", ifindex)
+        except NetlinkError:
+            pass  # nothing attached
+
+
+def neighbours(ifindex: int) -> dict[str, bytes]:
+    """IP -> MAC of the kernel's neighbour entries on ``ifindex`` that have a MAC."""
+    out: dict[str, bytes] = {}
+    with IPRoute() as ipr:
+        for msg in ipr.get_neighbours(ifindex=ifindex):
+            ip, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
+            if ip and mac:
+                out[str(ipaddress.ip_address(ip))] = bytes.fromhex(mac.replace(":", ""))
+    return out

@@ -1,0 +1,22 @@
+"""One owner per BPF map: the only modules that know a map's layout and write it.
+
+Each map in ebpf/maps.h belongs to exactly one module here; the engine
+(xdp.py) calls these modules and nothing else touches the maps. Modules are
+grouped by concern rather than one per map, because the classifier's four
+maps and the rule set's four maps are only meaningful written together
+(a departure from STYLE.md section 3's one-module-per-map, for that reason):
+
+=====================  ==========================================================
+module                 maps
+=====================  ==========================================================
+abi.py                 (none: the shared numbers and the cflags)
+classifier.py          mep_addr_class, mep_value_class, mep_vectors, mep_filter_rule
+ruleset.py             mep_rules, mep_rule_index, mep_sets, mep_state
+counters.py            mep_rule_counters, mep_reason_counters
+ports.py               mep_ports, mep_port_of, mep_mirrors
+flows.py               mep_flows, mep_flow_cache (written by the program; read and cleared here)
+=====================  ==========================================================
+
+Key and value types come from bcc's generated Key/Leaf classes of each
+table, so Python never restates a struct of ebpf/abi.h.
+"""

@@ -1,0 +1,111 @@
+"""The numbers the BPF program and Python share, and the cflags that carry them.
+
+Written once, here or in the module named beside each group, and passed to
+the C as -D flags (consts.h refuses to compile without them):
+
+- capacities: from ``dataplane.capacity`` (mep/config.py);
+- field ids and value-domain bases: from mep/dataplane/tables.py;
+- action and target codes: ``ActionCode`` below and ruleset.TargetKind;
+- reason count: from ebpf/reasons.h (via reasons.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from ...config import Capacity, PortRole
+from ...models import TrafficRuleAction
+from ..reasons import Reason
+from ..ruleset import TargetKind
+from ..tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, Field
+
+__all__ = ["ActionCode", "ACTION_CODE", "ROLE_CODE", "Sizes", "VALUE_BASE", "VALUE_SPACE", "cflags"]
+
+
+class ActionCode(IntEnum):
+    DROP = 1
+    PASSTHROUGH = 2
+    FORWARD = 3
+    DUPLICATE = 4
+
+
+ACTION_CODE: dict[TrafficRuleAction, ActionCode] = {
+    TrafficRuleAction.DROP: ActionCode.DROP,
+    TrafficRuleAction.PASSTHROUGH: ActionCode.PASSTHROUGH,
+    TrafficRuleAction.FORWARD_DECAPSULATED: ActionCode.FORWARD,
+    TrafficRuleAction.FORWARD_ENCAPSULATED: ActionCode.FORWARD,
+    TrafficRuleAction.DUPLICATE_DECAPSULATED: ActionCode.DUPLICATE,
+    TrafficRuleAction.DUPLICATE_ENCAPSULATED: ActionCode.DUPLICATE,
+}
+
+# Port roles as consts.h numbers them (MEP_ROLE_*; MIRROR is the engine's own).
+ROLE_CODE: dict[PortRole, int] = {PortRole.N6: 1, PortRole.DN: 2, PortRole.APP: 3}
+ROLE_MIRROR = 4
+
+# Layout of mep_value_class within one half: each value field's domain plus its absent value.
+VALUE_BASE: dict[Field, int] = {}
+_next = 0
+for _f in VALUE_FIELDS:
+    VALUE_BASE[_f] = _next
+    _next += VALUE_DOMAIN[_f] + 1
+VALUE_SPACE = _next
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every map size, derived from the configured capacity."""
+
+    rules: int
+    filters: int
+    vectors: int  # classes of all fields together, per half
+    prefixes: int  # LPM entries, both halves
+    flows: int
+    ports: int = 64
+
+    @classmethod
+    def from_capacity(cls, capacity: Capacity) -> "Sizes":
+        # A field has at most 2 classes per filter (elementary intervals), but in
+        # practice far fewer; the class count of all thirteen fields together is
+        # bounded by the filter count times two plus the thirteen default classes.
+        return cls(
+            rules=capacity.rules,
+            filters=capacity.filters,
+            vectors=2 * capacity.filters + 64,
+            prefixes=2 * (4 * capacity.filters + 1024),
+            flows=capacity.flows,
+        )
+
+    @property
+    def words(self) -> int:
+        return (self.filters + 63) // 64
+
+
+def cflags(sizes: Sizes, pin_dir: Path, *, debug: bool = False) -> list[str]:
+    """The -D and -I flags the program is compiled with; `mep doctor -v` prints them."""
+    defs: dict[str, object] = {
+        "MEP_MAX_RULES": sizes.rules,
+        "MEP_MAX_FILTERS": sizes.filters,
+        "MEP_MAX_VECTORS": sizes.vectors,
+        "MEP_MAX_PREFIXES": sizes.prefixes,
+        "MEP_FLOW_CAPACITY": sizes.flows,
+        "MEP_MAX_PORTS": sizes.ports,
+        "MEP_VALUE_SPACE": VALUE_SPACE,
+        "MEP_NFIELDS": len(Field),
+        "MEP_NREASONS": max(Reason) + 1,
+        "MEP_PIN_DIR": f'"{pin_dir}"',
+    }
+    for f in Field:
+        defs[f"MEP_F_{f.name}"] = int(f)
+    for f in VALUE_FIELDS:
+        defs[f"MEP_VBASE_{f.name}"] = VALUE_BASE[f]
+        defs[f"MEP_VDOM_{f.name}"] = VALUE_DOMAIN[f]
+    for code in ActionCode:
+        defs[f"MEP_ACTION_{code.name}"] = int(code)
+    for kind in TargetKind:
+        defs[f"MEP_TARGET_{kind.name}"] = int(kind)
+    if debug:
+        defs["MEP_DEBUG"] = 1
+    assert len(ADDRESS_FIELDS) == 4 and all(f < 4 for f in ADDRESS_FIELDS)  # classify.h: f < 4 are addresses
+    ebpf = Path(__file__).resolve().parent.parent / "ebpf"
+    return [f"-I{ebpf}"] + [f"-D{k}={v}" for k, v in defs.items()]

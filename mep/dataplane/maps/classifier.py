@@ -1,0 +1,197 @@
+"""Owner of the classifier maps: mep_addr_class, mep_value_class, mep_vectors, mep_filter_rule.
+
+``ClassifierMaps.write(half, tables)`` makes one half of the double buffer
+hold ``tables`` (mep/dataplane/tables.py), writing only what differs from
+what that half held before (a Python mirror per half). A half whose contents
+are unknown (maps adopted from a previous control plane) is rewritten whole.
+
+Vector layout within a half: index 0 is the all-ones vector (fields no
+filter uses point there), then the FLOW filters' mask when there are FLOW
+rules, then each used field's classes in field order. ``Layout`` records it
+for mep_sets (maps/ruleset.py).
+"""
+from __future__ import annotations
+
+import ctypes as ct
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ...errors import CapacityError, MapWriteError, RuleProblem
+from ..tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, ClassifierTables, Field, vector_words
+from .abi import VALUE_BASE, VALUE_SPACE, Sizes
+
+__all__ = ["Layout", "ClassifierMaps", "NO_VECTOR"]
+
+NO_VECTOR = 0xFFFF_FFFF
+ALL_ONES = 0
+
+AddrEntry = tuple[int, int, int, int]  # (field, family, network, prefix length)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a half's vectors are: copied into mep_sets by maps/ruleset.py."""
+
+    nwords: int
+    used_fields: int
+    vector_base: tuple[int, ...]  # per field
+    flow_vector: int  # NO_VECTOR when there are no FLOW rules
+    vectors: int
+
+
+@dataclass
+class _Half:
+    addr: dict[AddrEntry, int] = field(default_factory=dict)
+    values: array = field(default_factory=lambda: array("I", bytes(4 * VALUE_SPACE)))  # type: ignore[type-arg]
+    vectors: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    filter_rule: list[int] = field(default_factory=list)
+
+
+def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, int]]:
+    """The half's vector layout and every vector (index -> filter bitmask)."""
+    vectors: dict[int, int] = {ALL_ONES: (1 << tables.nfilters) - 1}
+    flow_vector = NO_VECTOR
+    if tables.flow_mask:
+        flow_vector = len(vectors)
+        vectors[flow_vector] = tables.flow_mask
+    base = []
+    used = tables.used_fields
+    for f in Field:
+        if not used & (1 << f):
+            base.append(ALL_ONES)
+            continue
+        base.append(len(vectors))
+        for mask in tables.fields[f].classes:
+            vectors[len(vectors)] = mask
+    layout = Layout(tables.nwords, used, tuple(base), flow_vector, len(vectors))
+    return layout, vectors
+
+
+def _addr_entries(tables: ClassifierTables, layout: Layout) -> dict[AddrEntry, int]:
+    entries: dict[AddrEntry, int] = {}
+    for f in ADDRESS_FIELDS:
+        if not layout.used_fields & (1 << f):
+            continue
+        for iv in tables.fields[f].intervals:
+            for net, plen in iv.prefixes():
+                entries[(int(f), iv.family, net, plen)] = iv.cls
+    return entries
+
+
+def _value_array(tables: ClassifierTables, layout: Layout) -> array:  # type: ignore[type-arg]
+    values = array("I", bytes(4 * VALUE_SPACE))
+    for f in VALUE_FIELDS:
+        if not layout.used_fields & (1 << f):
+            continue
+        base = VALUE_BASE[f]
+        for iv in tables.fields[f].intervals:
+            for v in range(iv.lo, min(iv.hi, VALUE_DOMAIN[f] - 1) + 1):
+                values[base + v] = iv.cls
+    return values
+
+
+class ClassifierMaps:
+    """The four classifier maps of one loaded program."""
+
+    def __init__(self, bpf: Any, sizes: Sizes, *, contents_known: bool) -> None:
+        self._addr = bpf["mep_addr_class"]
+        self._values = bpf["mep_value_class"]
+        self._vectors = bpf["mep_vectors"]
+        self._filter_rule = bpf["mep_filter_rule"]
+        self._sizes = sizes
+        # None: what the half holds is unknown (adopted maps); rewrite it whole.
+        self._halves: list[Optional[_Half]] = [_Half(), _Half()] if contents_known else [None, None]
+
+    def check_capacity(self, tables: ClassifierTables) -> tuple[Layout, dict[int, int], dict[AddrEntry, int]]:
+        """Raise CapacityError when ``tables`` do not fit the loaded program's maps."""
+        layout, vectors = _layout(tables, self._sizes)
+        addr = _addr_entries(tables, layout)
+        problems = []
+        for what, have, limit in (
+            ("traffic filters", tables.nfilters, self._sizes.filters),
+            ("classifier vectors", len(vectors), self._sizes.vectors),
+            ("address prefixes", len(addr), self._sizes.prefixes // 2),
+        ):
+            if have > limit:
+                problems.append(RuleProblem("*", "*", "dataplane.capacity",
+                                            f"{have} {what} exceed the loaded program's {limit}"))
+        if problems:
+            raise CapacityError(problems)
+        return layout, vectors, addr
+
+    def write(self, half: int, tables: ClassifierTables) -> Layout:
+        """Make ``half`` hold ``tables``; only the differences are written."""
+        layout, vectors, addr = self.check_capacity(tables)
+        old = self._halves[half]
+        new = _Half(addr=addr, values=_value_array(tables, layout),
+                    vectors={i: tuple(vector_words(m, self._sizes.words)) for i, m in vectors.items()},
+                    filter_rule=list(tables.filter_rule))
+        try:
+            self._write_addr(half, old.addr if old else None, new.addr)
+            self._write_values(half, old.values if old else None, new.values)
+            self._write_vectors(half, old.vectors if old else None, new.vectors)
+            self._write_filter_rule(half, old.filter_rule if old else None, new.filter_rule)
+        except OSError as exc:
+            self._halves[half] = None  # partly written: unknown until rewritten whole
+            raise MapWriteError(f"classifier maps, half {half}: {exc}") from exc
+        self._halves[half] = new
+        return layout
+
+    # -- per map ----------------------------------------------------------------------
+    def _addr_key(self, half: int, entry: AddrEntry) -> Any:
+        f, family, net, plen = entry
+        key = self._addr.Key()
+        key.prefixlen = 24 + plen
+        key.half, key.field, key.family = half, f, family
+        raw = net.to_bytes(4 if family == 4 else 16, "big")
+        ct.memmove(ct.addressof(key.addr), raw, len(raw))
+        return key
+
+    def _write_addr(self, half: int, old: Optional[dict[AddrEntry, int]], new: dict[AddrEntry, int]) -> None:
+        if old is None:
+            stale = [k for k in self._addr.keys() if k.half == half]
+            for k in stale:
+                del self._addr[k]
+            old = {}
+        for entry in old.keys() - new.keys():
+            del self._addr[self._addr_key(half, entry)]
+        leaf = self._addr.Leaf
+        for entry, cls in new.items():
+            if old.get(entry) != cls:
+                self._addr[self._addr_key(half, entry)] = leaf(cls)
+
+    def _batch(self, table: Any, indexes: list[int], leaves: list[Any]) -> None:
+        for start in range(0, len(indexes), 4096):
+            chunk = indexes[start:start + 4096]
+            keys = (table.Key * len(chunk))(*(table.Key(i) for i in chunk))
+            vals = (table.Leaf * len(chunk))(*leaves[start:start + 4096])
+            try:
+                table.items_update_batch(keys, vals)
+            except Exception as exc:  # bcc raises a bare Exception with strerror
+                raise OSError(str(exc)) from exc
+
+    def _write_values(self, half: int, old: Optional[array], new: array) -> None:  # type: ignore[type-arg]
+        changed = [i for i in range(VALUE_SPACE) if old is None or old[i] != new[i]]
+        base = half * VALUE_SPACE
+        leaf = self._values.Leaf
+        self._batch(self._values, [base + i for i in changed], [leaf(new[i]) for i in changed])
+
+    def _write_vectors(self, half: int, old: Optional[dict[int, tuple[int, ...]]],
+                       new: dict[int, tuple[int, ...]]) -> None:
+        changed = [i for i, words in new.items() if old is None or old.get(i) != words]
+        base = half * self._sizes.vectors
+        leaf_type = self._vectors.Leaf
+        leaves = []
+        for i in changed:
+            leaf = leaf_type()
+            for w, word in enumerate(new[i]):
+                leaf.w[w] = word
+            leaves.append(leaf)
+        self._batch(self._vectors, [base + i for i in changed], leaves)
+
+    def _write_filter_rule(self, half: int, old: Optional[list[int]], new: list[int]) -> None:
+        changed = [i for i, slot in enumerate(new) if old is None or i >= len(old) or old[i] != slot]
+        base = half * self._sizes.filters
+        leaf = self._filter_rule.Leaf
+        self._batch(self._filter_rule, [base + i for i in changed], [leaf(new[i]) for i in changed])

@@ -1,0 +1,140 @@
+"""Owner of the rule-set maps: mep_rules, mep_rule_index, mep_sets, mep_state.
+
+A half is written completely (rules, the rule-id index, its header) before
+``flip`` makes it the one in force: one 4-byte store in mep_state, so a
+packet reads the old half or the new one, never a mix.
+"""
+from __future__ import annotations
+
+import ctypes as ct
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ...errors import MapWriteError
+from ..ruleset import CompiledRule, CompiledRuleSet, IpAddr, Target
+from .abi import ACTION_CODE, Sizes
+from .classifier import Layout
+
+__all__ = ["RulesetMaps", "HalfState"]
+
+
+@dataclass(frozen=True)
+class HalfState:
+    """What mep_sets says about a half."""
+
+    generation: int
+    nrules: int
+
+
+def _addr(dst: Any, addr: Optional[IpAddr]) -> None:
+    if addr is None:
+        return
+    raw = addr.packed()
+    ct.memmove(ct.addressof(dst), raw, len(raw))
+
+
+def _mac(dst: Any, mac: bytes) -> None:
+    ct.memmove(ct.addressof(dst), mac, 6)
+
+
+class RulesetMaps:
+    """The rule-set maps of one loaded program."""
+
+    def __init__(self, bpf: Any, sizes: Sizes, *, contents_known: bool) -> None:
+        self._rules = bpf["mep_rules"]
+        self._index = bpf["mep_rule_index"]
+        self._sets = bpf["mep_sets"]
+        self._state = bpf["mep_state"]
+        self._sizes = sizes
+        self._mirror: list[Optional[dict[int, bytes]]] = [{}, {}] if contents_known else [None, None]
+
+    # -- reading ------------------------------------------------------------------------
+    def active(self) -> int:
+        return int(self._state[ct.c_uint32(0)].active) & 1
+
+    def half_state(self, half: int) -> HalfState:
+        cfg = self._sets[ct.c_uint32(half)]
+        return HalfState(int(cfg.generation), int(cfg.nrules))
+
+    def counter_slots(self, half: int) -> dict[int, int]:
+        """rule id -> counter slot of the rules a half holds (adoption after a restart)."""
+        slots = {}
+        for slot in range(self.half_state(half).nrules):
+            rule = self._rules[ct.c_uint32(half * self._sizes.rules + slot)]
+            slots[int(rule.rule_id)] = int(rule.counter)
+        return slots
+
+    # -- writing ------------------------------------------------------------------------
+    def _encode_target(self, dst: Any, target: Target, rs: CompiledRuleSet) -> None:
+        port = rs.port(target.port)
+        dst.kind = int(target.kind)
+        dst.port = target.port
+        dst.mtu = port.mtu if port else 0xFFFF
+        _mac(dst.src_mac, target.src_mac)
+        _mac(dst.dst_mac, target.dst_mac)
+        if target.new_dst_ip is not None:
+            dst.rewrite = 1
+            dst.family = target.new_dst_ip.family
+            _addr(dst.new_dst, target.new_dst_ip)
+        if target.tunnel_src is not None and target.tunnel_dst is not None:
+            dst.family = target.tunnel_src.family
+            _addr(dst.tun_src, target.tunnel_src)
+            _addr(dst.tun_dst, target.tunnel_dst)
+
+    def _encode_rule(self, rule: CompiledRule, counter: int, rs: CompiledRuleSet) -> Any:
+        leaf = self._rules.Leaf()
+        leaf.rule_id = rule.rule_id
+        leaf.version = rule.version
+        leaf.counter = counter
+        leaf.action = int(ACTION_CODE[rule.action])
+        leaf.flow = int(rule.flow)
+        leaf.ntargets = len(rule.targets)
+        for k, target in enumerate(rule.targets):
+            self._encode_target(leaf.t[k], target, rs)
+        return leaf
+
+    def write(self, half: int, rs: CompiledRuleSet, layout: Layout, counters: dict[int, int],
+              generation: int) -> None:
+        """Write ``rs`` into ``half`` (rule slot = match rank); the header last."""
+        old = self._mirror[half]
+        new: dict[int, bytes] = {}
+        try:
+            for slot, rule in enumerate(rs.rules):
+                leaf = self._encode_rule(rule, counters[rule.rule_id], rs)
+                raw = bytes(leaf)
+                new[slot] = raw
+                if old is None or old.get(slot) != raw:
+                    self._rules[ct.c_uint32(half * self._sizes.rules + slot)] = leaf
+            self._write_index(half, rs)
+            self._write_header(half, rs, layout, generation)
+        except Exception as exc:
+            self._mirror[half] = None
+            raise MapWriteError(f"rule-set maps, half {half}: {exc}") from exc
+        self._mirror[half] = new
+
+    def _write_index(self, half: int, rs: CompiledRuleSet) -> None:
+        want = {r.rule_id: slot for slot, r in enumerate(rs.rules)}
+        for key, val in list(self._index.items()):
+            if key.half == half and want.get(int(key.rule_id)) != int(val.value):
+                del self._index[key]
+        for rule_id, slot in want.items():
+            key = self._index.Key(half=half, rule_id=rule_id)
+            self._index[key] = self._index.Leaf(slot)
+
+    def _write_header(self, half: int, rs: CompiledRuleSet, layout: Layout, generation: int) -> None:
+        cfg = self._sets.Leaf()
+        cfg.generation = generation
+        cfg.nwords = layout.nwords
+        cfg.used_fields = layout.used_fields
+        cfg.nrules = len(rs.rules)
+        cfg.flow_vector = layout.flow_vector
+        for f, base in enumerate(layout.vector_base):
+            cfg.vector_base[f] = base
+        cfg.default_drop = int(rs.default_verdict.name == "DROP")
+        self._sets[ct.c_uint32(half)] = cfg
+
+    def flip(self, half: int) -> None:
+        """Put ``half`` in force: one aligned 4-byte store."""
+        state = self._state.Leaf()
+        state.active = half
+        self._state[ct.c_uint32(0)] = state

@@ -1,0 +1,320 @@
+"""XdpEngine: the production data plane, loaded with bcc, attached to every data-plane port.
+
+Load: the C in ebpf/ is compiled once with cflags derived from the
+configuration (maps/abi.py) and loaded; rule-set maps are pinned under
+``<pin_root>/<instance>`` and reused when they exist, so a restarted control
+plane adopts the maps of the running program: it loads the same program,
+fills the per-load maps (ports), and replaces the attached program in one
+netlink call (no detach, no flush). Attach: native XDP first, generic as the
+fallback (``dataplane.xdp_mode``); the mode in use is reported per port.
+DUPLICATE_* copies take a TC clsact program on the N6/DN ports and two
+mirror veth pairs (ebpf/mep_tc.c).
+
+Apply: the rule set's classifier tables and rules are written into the half
+of the double buffer not in force (only what changed), then one store in
+mep_state flips to it. The previous half is reused only after an RCU grace
+period (membarrier(MEMBARRIER_CMD_GLOBAL) runs synchronize_rcu), so no
+packet still running on it sees it change.
+
+Only this module and testrun.py import bcc (STYLE.md section 1).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+from ..config import Config, PortRole
+from ..errors import AttachError, DataplaneError, LoadError
+from ..log import get_logger
+from .engine import Counters, Engine, Output, Result
+from .maps.abi import ROLE_CODE, Sizes, cflags
+from .maps.classifier import ClassifierMaps
+from .maps.counters import CounterMaps
+from .maps.flows import FlowMaps
+from .maps.ports import PortEntry, PortMaps
+from .maps.ruleset import RulesetMaps
+from .reasons import REASON_VERDICT, Reason, Verdict
+from .ruleset import PORT_STACK, CompiledRuleSet
+from .tables import build_tables
+from .testrun import XDP_DROP, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS, XDP_REDIRECT, prog_test_run
+from . import links
+
+__all__ = ["XdpEngine", "program_text", "EBPF_DIR", "MIRROR_IFNAMES"]
+
+log = get_logger(__name__)
+
+EBPF_DIR = Path(__file__).with_name("ebpf")
+# Two mirror pairs: (near end TC clones to, far end where XDP builds the copy).
+MIRROR_IFNAMES = (("mep-mir0", "mep-mir0x"), ("mep-mir1", "mep-mir1x"))
+
+_INCLUDE = re.compile(r'#include "([\w.]+)"')
+_SYS_MEMBARRIER = 324  # x86_64
+_MEMBARRIER_CMD_GLOBAL = 1
+_META_BYTES = 16  # struct mep_meta
+_META_REVERSE = 1
+
+
+def program_text() -> str:
+    """mep.c with local includes expanded, then the two entries (bcc loads only main-text functions)."""
+    seen: set[str] = set()
+
+    def expand(name: str) -> str:
+        out = []
+        for line in (EBPF_DIR / name).read_text().splitlines(keepends=True):
+            m = _INCLUDE.match(line)
+            if m is None:
+                out.append(line)
+            elif m.group(1) not in seen:
+                seen.add(m.group(1))
+                out.append(expand(m.group(1)))
+        return "".join(out)
+
+    return expand("mep.c") + expand("mep_xdp.c") + expand("mep_tc.c")
+
+
+def _grace_period() -> None:
+    """Wait until every XDP/TC run that started before now has finished (synchronize_rcu)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_MEMBARRIER, _MEMBARRIER_CMD_GLOBAL, 0, 0) != 0:
+        raise DataplaneError(f"membarrier(GLOBAL) failed: {os.strerror(ctypes.get_errno())}")
+
+
+class XdpEngine(Engine):
+    """See the module docstring. ``netns``: do everything inside that named namespace."""
+
+    name = "xdp"
+    min_frame_bytes = 14
+
+    def __init__(self, config: Config, *, netns: Optional[str] = None) -> None:
+        from bcc import BPF  # the engine is the only importer besides testrun.py
+
+        self._BPF = BPF
+        self._config = config
+        self._netns = netns
+        dp = config.dataplane
+        self._sizes = Sizes.from_capacity(dp.capacity)
+        self._pin_dir = dp.pin_root / config.instance
+        self._ruleset: Optional[CompiledRuleSet] = None
+        self._grace: Optional[threading.Thread] = None
+        self._modes: dict[str, str] = {}
+        self._attached: list[tuple[str, int]] = []  # (ifname, flags)
+        self._tc: list[int] = []
+        with links.in_netns(netns):
+            self._ensure_bpffs()
+            adopted = self._pin_dir.exists() and any(self._pin_dir.iterdir())
+            self._pin_dir.mkdir(parents=True, exist_ok=True)
+            self._cflags = cflags(self._sizes, self._pin_dir)
+            self._bpf = self._load()
+            self._classifier = ClassifierMaps(self._bpf, self._sizes, contents_known=not adopted)
+            self._rules = RulesetMaps(self._bpf, self._sizes, contents_known=not adopted)
+            self._generation = 0
+            slots: dict[int, int] = {}
+            if adopted:
+                active = self._rules.active()
+                self._generation = max(self._rules.half_state(h).generation for h in (0, 1))
+                slots = self._rules.counter_slots(active)
+            self._counters = CounterMaps(self._bpf, self._sizes.rules, slots)
+            self._flows = FlowMaps(self._bpf)
+            self._ports = PortMaps(self._bpf)
+            self._port_ifindex: dict[int, int] = {}
+            self._setup_ports()
+        log.info("xdp_loaded", pin_dir=str(self._pin_dir), adopted=adopted, generation=self._generation,
+                 modes=self._modes)
+
+    # -- load and attach --------------------------------------------------------------
+    def _ensure_bpffs(self) -> None:
+        root = Path("/sys/fs/bpf")
+        if not os.path.ismount(root):
+            raise LoadError("bpffs is not mounted at /sys/fs/bpf; fix: mount -t bpf bpf /sys/fs/bpf (make setup)")
+
+    def _load(self) -> Any:
+        try:
+            bpf = self._BPF(text=program_text().encode(), cflags=self._cflags)
+        except Exception as exc:
+            raise LoadError(f"bcc could not compile {EBPF_DIR / 'mep.c'}: {exc}") from exc
+        try:
+            self._xdp_fn = bpf.load_func(b"mep_xdp", self._BPF.XDP)
+            self._tc_fn = bpf.load_func(b"mep_tc_duplicate", self._BPF.SCHED_CLS)
+        except Exception as exc:
+            raise LoadError(f"the verifier refused the program (log above, cflags {' '.join(self._cflags)}): {exc}")
+        return bpf
+
+    def _attach_xdp(self, ifname: str, ifindex: int) -> None:
+        wanted = self._config.dataplane.xdp_mode
+        tries = {"native": [XDP_FLAGS_DRV_MODE], "generic": [XDP_FLAGS_SKB_MODE],
+                 "auto": [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE]}[wanted]
+        errors = []
+        for flags in tries:
+            try:
+                self._BPF.attach_xdp(ifname.encode(), self._xdp_fn, flags)
+            except Exception as exc:
+                errors.append(f"{'native' if flags == XDP_FLAGS_DRV_MODE else 'generic'}: {exc}")
+                continue
+            mode, _ = links.xdp_attached(ifindex)
+            self._modes[ifname] = mode
+            self._attached.append((ifname, flags))
+            if flags == XDP_FLAGS_SKB_MODE and wanted == "auto":
+                log.warning("xdp_generic_mode", ifname=ifname, detail="native XDP failed: " + "; ".join(errors))
+            return
+        raise AttachError(f"XDP could not attach to {ifname} (dataplane.xdp_mode={wanted}): " + "; ".join(errors))
+
+    def _port_entries(self) -> list[PortEntry]:
+        entries = []
+        for index, pc in enumerate(self._config.dataplane.ports, start=1):
+            live = links.link(pc.ifname)
+            mtu = pc.mtu if "mtu" in pc.model_fields_set else live.mtu
+            entries.append(PortEntry(index, live.ifindex, ROLE_CODE[pc.role], mtu))
+        return entries
+
+    def _setup_port_maps(self) -> None:
+        """(Re)fill the port maps from the configured interfaces."""
+        with links.in_netns(self._netns):  # DEVMAP updates resolve ifindexes in this namespace
+            entries = self._port_entries()
+            self._ports.set_ports(entries)
+        self._port_ifindex = {e.index: e.ifindex for e in entries}
+
+    def _setup_ports(self) -> None:
+        entries = self._port_entries()
+        self._port_ifindex = {e.index: e.ifindex for e in entries}
+        self._ports.set_ports(entries)
+        near, far = [], []
+        for near_name, far_name in MIRROR_IFNAMES:
+            n, f = links.ensure_veth(near_name, far_name)
+            near.append(n.ifindex)
+            far.append(f.ifindex)
+            self._attach_xdp(far_name, f.ifindex)
+            self._attach_xdp(near_name, n.ifindex)  # a native redirect into a veth needs XDP on it
+        self._mirror_ifindex = far
+        self._ports.set_mirrors(near, far)
+        for pc, entry in zip(self._config.dataplane.ports, entries):
+            self._attach_xdp(pc.ifname, entry.ifindex)
+            if pc.role in (PortRole.N6, PortRole.DN):
+                links.attach_tc_ingress(entry.ifindex, self._tc_fn.fd, "mep_tc_duplicate")
+                self._tc.append(entry.ifindex)
+
+    # -- Engine ---------------------------------------------------------------------------
+    @property
+    def ruleset(self) -> Optional[CompiledRuleSet]:
+        return self._ruleset
+
+    @property
+    def generation(self) -> int:
+        """The data plane's own generation: continues across control-plane restarts."""
+        return self._generation
+
+    def apply(self, ruleset: CompiledRuleSet) -> None:
+        tables = build_tables(ruleset)
+        self._classifier.check_capacity(tables)
+        if self._grace is not None:
+            self._grace.join()  # the inactive half may still be read until then
+        half = self._rules.active() ^ 1 if self._generation else 0
+        slots = self._counters.assign([r.rule_id for r in ruleset.rules])
+        generation = self._generation + 1
+        with links.in_netns(self._netns):
+            layout = self._classifier.write(half, tables)
+            self._rules.write(half, ruleset, layout, slots, generation)
+            self._rules.flip(half)
+        self._generation = generation
+        self._ruleset = ruleset
+        self._grace = threading.Thread(target=_grace_period, name="mep-xdp-grace", daemon=True)
+        self._grace.start()
+
+    def counters(self) -> Counters:
+        return self._counters.read()
+
+    def describe(self) -> dict[str, Any]:
+        rs = self._ruleset
+        return {
+            "engine": self.name,
+            "generation": self._generation,
+            "ruleset_generation": rs.generation if rs else None,
+            "rules": len(rs.rules) if rs else 0,
+            "xdp_modes": dict(self._modes),
+            "pin_dir": str(self._pin_dir),
+            "capacity": {"rules": self._sizes.rules, "filters": self._sizes.filters,
+                         "vectors": self._sizes.vectors, "flows": self._sizes.flows},
+            "cflags": list(self._cflags),
+        }
+
+    # -- test-run ---------------------------------------------------------------------------
+    def _run(self, frame: bytes, ifindex: int) -> tuple[int, bytes, bytes]:
+        with links.in_netns(self._netns):
+            r = prog_test_run(self._xdp_fn.fd, frame, ingress_ifindex=ifindex)
+        return r.retval, r.output, r.meta
+
+    def process(self, frame: bytes, ingress: int = PORT_STACK) -> Result:
+        """Run one frame through the loaded program with BPF_PROG_TEST_RUN (counted, like traffic).
+
+        DUPLICATE_* copies are made the way TC makes them: the frame plus the
+        copy trailer, run on mirror port k. Frames shorter than an Ethernet
+        header never reach XDP (the kernel refuses them for test-run too).
+        """
+        frame = bytes(frame)
+        if len(frame) < self.min_frame_bytes:
+            raise DataplaneError("XDP never sees a frame shorter than 14 bytes; the kernel refuses it in test-run")
+        retval, out, meta = self._run(frame, self._port_ifindex.get(ingress, 0))
+        if len(meta) < _META_BYTES:
+            raise DataplaneError(f"the program returned {retval} without its metadata ({len(meta)} bytes)")
+        verdict, reason, port, copies = meta[0], meta[1], meta[2], meta[3]
+        rule_id = int.from_bytes(meta[4:8], "little")
+        version = int.from_bytes(meta[8:12], "little")
+        reverse = bool(int.from_bytes(meta[12:16], "little") & _META_REVERSE)
+        reason_e = Reason(reason)
+        verdict_e = Verdict(verdict)
+        if REASON_VERDICT[reason_e] != verdict_e:
+            raise DataplaneError(f"metadata verdict {verdict_e.name} does not match reason {reason_e.name}")
+        outputs: list[Output] = []
+        if retval == XDP_PASS:
+            outputs.append(Output(PORT_STACK, out))
+        elif retval == XDP_REDIRECT:
+            outputs.append(Output(port, out))
+        elif retval != XDP_DROP:
+            raise DataplaneError(f"unexpected XDP action {retval} for reason {reason_e.name}")
+        if verdict_e == Verdict.DUPLICATE:
+            trailer = rule_id.to_bytes(4, "little") + version.to_bytes(4, "little")
+            for k, mirror in enumerate(self._mirror_ifindex):
+                if copies & (1 << k):
+                    c_retval, c_out, c_meta = self._run(frame + trailer, mirror)
+                    if c_retval == XDP_REDIRECT:
+                        outputs.append(Output(c_meta[2], c_out))
+        return Result(verdict_e, reason_e, rule_id, tuple(outputs), reverse)
+
+    def flush_flows(self) -> None:
+        """Forget every reverse flow and cached classification (replies then take the stateless path)."""
+        with links.in_netns(self._netns):
+            self._flows.clear()
+
+    # -- teardown -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Leave the program attached and the maps pinned (hitless restart); release fds."""
+        if self._grace is not None:
+            self._grace.join()
+        self._bpf.cleanup()
+
+    def detach(self, *, unpin: bool = False) -> None:
+        """Remove the program from every port (and the mirror pairs); optionally the pinned maps."""
+        with links.in_netns(self._netns):
+            for ifname, flags in self._attached:
+                try:
+                    self._BPF.remove_xdp(ifname.encode(), flags)
+                except Exception as exc:  # the interface may be gone already
+                    log.warning("xdp_detach_failed", ifname=ifname, error=str(exc))
+            for ifindex in self._tc:
+                links.detach_tc_ingress(ifindex)
+            for near, _ in MIRROR_IFNAMES:
+                links.delete_link(near)
+            if unpin:
+                for path in self._pin_dir.glob("mep_*"):
+                    path.unlink()
+                try:
+                    self._pin_dir.rmdir()
+                except OSError as exc:
+                    if exc.errno != errno.ENOTEMPTY:
+                        raise
+        self._attached.clear()
+        self._tc.clear()

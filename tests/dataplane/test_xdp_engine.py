@@ -1,0 +1,76 @@
+"""What only the XDP engine does: its own drop reasons, counters, capacity, describe()."""
+from __future__ import annotations
+
+import pytest
+
+from mep.dataplane.reasons import Reason, Verdict
+from mep.errors import CapacityError
+from tests.dataplane.cases import GTP_TUNNEL, HTTP, HTTP_SYN, TO_APP1_IP, TO_APP1_MAC, frame_bytes
+from tests.packets import APP1, N6
+from tests.rulesets import rule, ruleset
+
+pytestmark = pytest.mark.needs_bpf
+
+
+def test_a_copy_whose_rule_changed_is_dropped_as_stale(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    rs = ruleset([rule("m", "DUPLICATE_ENCAPSULATED", filters=[HTTP], dst=GTP_TUNNEL)])
+    xdp_engine.apply(rs)
+    frame = frame_bytes(HTTP_SYN)
+    first = xdp_engine.process(frame, N6)
+    assert first.verdict == Verdict.DUPLICATE and len(first.outputs) == 2
+    # A copy still carrying the version of a rule that has since changed:
+    stale_trailer = rs.rules[0].rule_id.to_bytes(4, "little") + (rs.rules[0].version ^ 1).to_bytes(4, "little")
+    before = xdp_engine.counters().reasons.get(Reason.DROP_COPY_STALE)
+    retval, _, meta = xdp_engine._run(frame + stale_trailer, xdp_engine._mirror_ifindex[0])
+    assert Reason(meta[1]) == Reason.DROP_COPY_STALE
+    after = xdp_engine.counters().reasons[Reason.DROP_COPY_STALE]
+    assert after.packets == (before.packets if before else 0) + 1
+
+
+def test_a_missing_devmap_slot_is_an_internal_drop(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    xdp_engine.apply(ruleset([rule("f", "FORWARD_DECAPSULATED", filters=[HTTP], dst=TO_APP1_MAC)]))
+    xdp_engine._ports.remove_port(APP1)
+    try:
+        result = xdp_engine.process(frame_bytes(HTTP_SYN), N6)
+    finally:
+        xdp_engine._setup_port_maps()
+    assert (result.verdict, result.reason) == (Verdict.DROP, Reason.DROP_INTERNAL)
+    assert result.outputs == ()
+    assert xdp_engine.process(frame_bytes(HTTP_SYN), N6).verdict == Verdict.REDIRECT
+
+
+def test_rule_counters_survive_an_update_and_removal(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    keep = rule("keep", "DROP", 1, [HTTP])
+    xdp_engine.apply(ruleset([keep, rule("gone", "DROP", 0, [{"protocol": ["UDP"]}])]))
+    rs1 = xdp_engine.ruleset
+    keep_id = next(r.rule_id for r in rs1.rules if r.traffic_rule_id == "keep")
+    base = xdp_engine.counters().rules.get(keep_id)
+    for _ in range(3):
+        xdp_engine.process(frame_bytes(HTTP_SYN), N6)
+    xdp_engine.apply(ruleset([keep]))  # "keep" keeps its id (first_id=1): same rule, new generation
+    xdp_engine.process(frame_bytes(HTTP_SYN), N6)
+    got = xdp_engine.counters().rules[keep_id]
+    assert got.packets == (base.packets if base else 0) + 4
+
+
+def test_a_rule_set_beyond_the_loaded_capacity_is_refused(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    generation = xdp_engine.generation
+    too_many = [rule(f"r{i}", "DROP", filters=[{"dstPort": [str(i)]}]) for i in range(1100)]
+    with pytest.raises(CapacityError, match="traffic filters exceed"):
+        xdp_engine.apply(ruleset_unchecked(too_many))
+    assert xdp_engine.generation == generation  # nothing applied
+
+
+def ruleset_unchecked(rules):  # type: ignore[no-untyped-def]
+    from mep.config import Capacity
+
+    return ruleset(rules, capacity=Capacity(rules=2000, filters=4000))
+
+
+def test_describe_reports_mode_capacity_and_cflags(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    d = xdp_engine.describe()
+    assert d["engine"] == "xdp"
+    assert set(d["xdp_modes"].values()) <= {"native", "generic"}
+    assert d["xdp_modes"]["n6"] in ("native", "generic")
+    assert d["capacity"]["filters"] == 1024
+    assert any(f.startswith("-DMEP_MAX_FILTERS=") for f in d["cflags"])
