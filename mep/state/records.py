@@ -50,6 +50,10 @@ class AppInstance(Record):
     graceful_timeout_s: int = Field(default=10, ge=0, le=3600)
     # Version of the whole app configuration pushed by MEPM over Mm5 (0: none yet).
     config_generation: int = 0
+    # Mp1 OAuth2 client credentials of this instance: the client id, and a salted
+    # hash of the secret (mep/mp1 owns the format); empty: none issued yet.
+    client_id: str = ""
+    client_secret_hash: str = ""
     created_at: float = 0.0
     updated_at: float = 0.0
 

@@ -96,6 +96,10 @@ class Store(abc.ABC):
         """Apply a lifecycle event (lifecycle.next_state); InvalidTransition if not allowed."""
 
     @abc.abstractmethod
+    async def set_app_credentials(self, app_instance_id: str, client_id: str, client_secret_hash: str) -> AppInstance:
+        """Replace the app's Mp1 client id and secret hash; Conflict if another app has the client id."""
+
+    @abc.abstractmethod
     async def delete_app(self, app_instance_id: str) -> None:
         """Delete the app with its rules, services and subscriptions; NotFound if unknown."""
 

@@ -436,6 +436,18 @@ class StateView:
         record = current.app.model_copy(update={"state": state, "updated_at": now, "revision": self.revision + 1})
         return self._next(app_instance_id, replace(current, app=record)), record
 
+    def plan_set_app_credentials(
+        self, app_instance_id: str, client_id: str, client_secret_hash: str, *, now: float
+    ) -> Plan[AppInstance]:
+        """Replace the app's Mp1 client credentials; Conflict if another app uses the client id."""
+        current = self.app(app_instance_id)
+        for other_id, other in self._apps.items():
+            if other_id != app_instance_id and client_id and other.app.client_id == client_id:
+                raise Conflict(f"client id '{client_id}' belongs to app instance '{other_id}'", field="client_id")
+        record = current.app.model_copy(update={"client_id": client_id, "client_secret_hash": client_secret_hash,
+                                               "updated_at": now, "revision": self.revision + 1})
+        return self._next(app_instance_id, replace(current, app=record)), record
+
     def plan_delete_app(self, app_instance_id: str) -> Plan[None]:
         """The app goes with everything it owns."""
         self.app(app_instance_id)
@@ -732,6 +744,12 @@ class ViewStore(Store):
     async def delete_app(self, app_instance_id: str) -> None:
         """Delete the app with its rules, services and subscriptions; NotFound if unknown."""
         await self._write(lambda view: view.plan_delete_app(app_instance_id))
+
+    async def set_app_credentials(self, app_instance_id: str, client_id: str, client_secret_hash: str) -> AppInstance:
+        """Store the app's Mp1 client credentials (StateView.plan_set_app_credentials)."""
+        return await self._write(
+            lambda view: view.plan_set_app_credentials(app_instance_id, client_id, client_secret_hash, now=time.time())
+        )
 
     async def replace_app_config(self, app_instance_id: str, config: AppConfig, *, generation: int) -> AppInstance:
         """Replace the app's rules and services atomically (StateView.plan_replace_app_config)."""

@@ -1194,3 +1194,16 @@ PROLOGUE: list[tuple[Any, ...]] = [("create_app", "a", True), ("create_app", "b"
 def test_backends_are_indistinguishable(etcd_endpoint: str, sequence: list[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory(prefix="mep-test-store-") as directory:
         asyncio.run(_differential(PROLOGUE + sequence, etcd_endpoint, directory))
+
+
+@pytest.mark.asyncio
+async def test_app_credentials_are_stored_and_client_ids_unique(store: Store) -> None:
+    from mep.errors import Conflict
+
+    await store.create_app(AppInstance(appInstanceId="cred-a"))
+    await store.create_app(AppInstance(appInstanceId="cred-b"))
+    app = await store.set_app_credentials("cred-a", "client-a", "hash-a")
+    assert (app.client_id, app.client_secret_hash) == ("client-a", "hash-a")
+    assert store.get_app("cred-a").client_id == "client-a"
+    with pytest.raises(Conflict, match="client-a"):
+        await store.set_app_credentials("cred-b", "client-a", "hash-b")
