@@ -1,7 +1,7 @@
 """Pydantic v2 models of every MEC 011 v2.1.1 type the platform uses.
 
 ``SCHEMAS`` maps each schema name of the two OpenAPI files in
-../shared/etsi/ to the class that models it; tests walk the YAML through it.
+mep/mp1/etsi/ to the class that models it; tests walk the YAML through it.
 """
 from __future__ import annotations
 

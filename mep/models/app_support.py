@@ -1,4 +1,4 @@
-"""MEC 011 v2.1.1 application support types (../shared/etsi/MecAppSupportApi.yaml).
+"""MEC 011 v2.1.1 application support types (mep/mp1/etsi/MecAppSupportApi.yaml).
 
 Class names follow the schema names with the dots removed
 (``TrafficRule.Action`` -> ``TrafficRuleAction``); field names are the JSON

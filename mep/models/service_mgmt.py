@@ -1,4 +1,4 @@
-"""MEC 011 v2.1.1 service management types (../shared/etsi/MecServiceMgmtApi.yaml).
+"""MEC 011 v2.1.1 service management types (mep/mp1/etsi/MecServiceMgmtApi.yaml).
 
 Class names follow the schema names with dots and underscores removed
 (``EndPointInfo.Address`` -> ``EndPointInfoAddress``).

@@ -1,6 +1,6 @@
 """The mep.models classes against the two ETSI MEC 011 OpenAPI files.
 
-Every schema under components/schemas of ../shared/etsi/*.yaml has a class in
+Every schema under components/schemas of mep/mp1/etsi/*.yaml has a class in
 ``SCHEMAS`` (and nothing else does); each class has exactly the schema's member
 names, the same required members, member types the YAML allows, and each enum
 the same values. Every ``example``/``examples`` value in the files validates
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -28,14 +27,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mep.models import SCHEMAS
 
-ETSI_DIR = Path(os.environ.get("MEP_ETSI_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "etsi"))
+from mep.mp1 import ETSI_DIR
 API_FILES = ("MecAppSupportApi", "MecServiceMgmtApi")
 REF_PREFIX = "#/components/schemas/"
 
 
 def _load(name: str) -> dict[str, Any]:
     path = ETSI_DIR / f"{name}.yaml"
-    assert path.is_file(), f"ETSI OpenAPI file missing: {path} (set MEP_ETSI_DIR)"
+    assert path.is_file(), f"ETSI OpenAPI file missing: {path}"
     with path.open(encoding="utf-8") as fh:
         doc = yaml.safe_load(fh)
     assert isinstance(doc, dict)
