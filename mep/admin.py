@@ -21,6 +21,8 @@ starts fast and needs no event loop.
 """
 from __future__ import annotations
 
+import asyncio
+
 import http.client
 import ipaddress
 import json
@@ -244,7 +246,8 @@ class AdminApi:
         if not isinstance(ingress, int) or isinstance(ingress, bool) or rs.port(ingress) is None:
             known = ", ".join(f"{p.index} ({p.name})" for p in rs.ports) or "none configured"
             raise InvalidInput(f"must be a data-plane port index: {known}", field="ingress")
-        result = self.daemon.engine.process(frame, ingress)
+        async with self.daemon.engine_lock:
+            result = await asyncio.to_thread(self.daemon.engine.process, frame, ingress)
         ports = {p.index: p for p in rs.ports}
         rule = rs.rule(result.rule_id) if result.rule_id else None
         return web.json_response(

@@ -40,7 +40,7 @@ import time
 from typing import Any, Callable, Protocol
 
 from .admin import AdminApi
-from .config import Config
+from .config import Config, EngineName
 from .dataplane.compiler import StaticResolver, compile_ruleset
 from .dataplane.engine import Engine
 from .dataplane.factory import make_engine
@@ -77,13 +77,28 @@ class Service(Protocol):
 
 
 def _compiler(config: Config) -> _Compile:
-    """The compiler, with ports and neighbours resolved from ``config.dataplane``."""
-    resolver = StaticResolver.from_config(config.dataplane)
+    """The compiler, with ports and neighbours resolved for the configured engine.
 
-    def compile_(snapshot: Snapshot, generation: int) -> CompiledRuleSet:
-        return compile_ruleset(snapshot, config=config.dataplane, resolver=resolver, generation=generation)
+    The reference engine has no interfaces: ports and neighbours come from the
+    configuration. The XDP and fastpath engines read each port's MAC and MTU
+    and the neighbour tables from the kernel at every compilation
+    (resolver.netlink_resolver), inside ``dataplane.netns`` when set.
+    """
+    dp = config.dataplane
+    if dp.engine is EngineName.REFERENCE:
+        static = StaticResolver.from_config(dp)
 
-    return compile_
+        def compile_static(snapshot: Snapshot, generation: int) -> CompiledRuleSet:
+            return compile_ruleset(snapshot, config=dp, resolver=static, generation=generation)
+
+        return compile_static
+
+    def compile_live(snapshot: Snapshot, generation: int) -> CompiledRuleSet:
+        from .dataplane.resolver import netlink_resolver
+
+        return compile_ruleset(snapshot, config=dp, resolver=netlink_resolver(dp, dp.netns), generation=generation)
+
+    return compile_live
 
 
 def build_services(daemon: "Daemon") -> list[Service]:
@@ -117,6 +132,9 @@ class Daemon:
         self._loop_task: asyncio.Task[None] | None = None
         self._started: list[Service] = []  # in start order; stopped in reverse
         self._settled = asyncio.Condition()
+        # Engine calls run in worker threads (XDP map writes and netlink must not
+        # block, nor run inside, the event loop); one at a time.
+        self.engine_lock = asyncio.Lock()
         self.started_monotonic = time.monotonic()
         self.generation = 0  # of the rule set in force; 0: none applied yet
         self.applied_revision: int | None = None  # store revision of the rule set in force
@@ -149,7 +167,7 @@ class Daemon:
         self._store = store
         log.info("store_open", backend=cfg.store.backend, revision=store.revision)
         if self._engine is None:
-            self._engine = make_engine(cfg)
+            self._engine = await asyncio.to_thread(make_engine, cfg)
         log.info("engine_ready", **self._engine.describe())
         # Subscribe before the first snapshot: no write can fall between the two.
         self._queue = store.subscribe()
@@ -170,15 +188,15 @@ class Daemon:
         generation = self.generation + 1
         t0 = time.perf_counter()
         try:
-            # The snapshot is immutable, so the compiler may run off the event
-            # loop; apply stays on it, so it never races an admin explain.
+            # The snapshot is immutable, so the compiler runs off the event loop.
             ruleset = await asyncio.to_thread(self._compile, snapshot, generation)
         except CompileError as exc:
             self._refused(exc, snapshot.revision)
             await self._mark_compiled(snapshot.revision)
             return False
         compiled_s = time.perf_counter() - t0
-        self.engine.apply(ruleset)
+        async with self.engine_lock:
+            await asyncio.to_thread(self.engine.apply, ruleset)
         self.generation = generation
         self.applied_revision = snapshot.revision
         self.last_refusal = None

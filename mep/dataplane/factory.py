@@ -5,9 +5,9 @@ daemon running the reference engine never imports bcc. The engine in use is
 always the one configured: a missing or failing engine is an error, never a
 silent fallback to another (STYLE.md section 2).
 
-Constructors: ``ReferenceEngine()`` needs nothing; ``XdpEngine(config)`` and
-``FastpathEngine(config)`` take the whole Config (ports, capacities, XDP mode,
-pin root, instance name).
+Constructors: ``ReferenceEngine()`` needs nothing; ``XdpEngine(config, netns=)``
+and ``FastpathEngine(config, netns=)`` take the whole Config (ports,
+capacities, XDP mode, pin root, instance name) and ``dataplane.netns``.
 """
 from __future__ import annotations
 
@@ -47,5 +47,8 @@ def make_engine(config: Config) -> Engine:
             field="dataplane.engine",
         ) from None
     engine_class = getattr(module, class_name)
-    engine: Engine = engine_class() if name is EngineName.REFERENCE else engine_class(config)
+    if name is EngineName.REFERENCE:
+        engine: Engine = engine_class()
+    else:
+        engine = engine_class(config, netns=config.dataplane.netns)
     return engine

@@ -1,0 +1,106 @@
+"""The daemon with the XDP engine on the lab topology: store changes steer real packets.
+
+The daemon runs in this process (its data plane in the topology's mep
+namespace, dataplane.netns); the test writes the store the way Mp1 and Mm5
+do and checks what real packets do after each change.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from mep.config import Config
+from mep.daemon import Daemon
+from mep.models import TrafficRule
+from mep.state.lifecycle import LifecycleEvent
+from mep.state.records import AppInstance
+from tests.rulesets import rule
+from upf_sim.topology import ADDR, MEP_PORTS, Topology
+
+pytestmark = pytest.mark.needs_root
+REPO = Path(__file__).resolve().parents[2]
+
+STEER = rule("steer", "FORWARD_DECAPSULATED", 1, flow=True,
+             filters=[{"dstAddress": [ADDR.server], "dstPort": ["80"], "protocol": ["TCP"]}],
+             dst={"interfaceType": "IP", "dstIpAddress": ADDR.app1})
+
+
+@pytest.fixture(scope="module")
+def topo() -> Iterator[Topology]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, BPF); CI runs as root")
+    with Topology() as t:
+        procs = [t.popen(role, [sys.executable, "-m", "tests.netns.peers", "echo-tcp", host, "80", role], cwd=REPO,
+                         stdout=subprocess.PIPE) for role, host in (("app1", "0.0.0.0"), ("dn", ADDR.server))]
+        try:
+            for p in procs:
+                assert p.stdout is not None and json.loads(p.stdout.readline())["listening"]
+            yield t
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+
+
+def ask(topo: Topology) -> str:
+    out = topo.run("upf", [sys.executable, "-m", "tests.netns.peers", "tcp-ask", ADDR.ue1, ADDR.server, "80", "q"],
+                   cwd=REPO, capture_output=True)
+    return json.loads(out.stdout.decode().splitlines()[-1])["reply"]  # type: ignore[no-any-return]
+
+
+async def settle(daemon: Daemon) -> None:
+    """Wait until the daemon has compiled everything the store holds."""
+    for _ in range(500):
+        if daemon.compiled_revision >= daemon.store.revision:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the daemon did not apply the store's changes")
+
+
+def test_store_changes_steer_real_packets(topo: Topology, tmp_path: Path) -> None:
+    pin_root = Path("/sys/fs/bpf") / f"mep-daemon-{os.getpid()}"
+    config = Config.model_validate({
+        "instance": "d1",
+        "store": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "mep.db")}},
+        "dataplane": {"engine": "xdp", "netns": topo.ns("mep"), "ports": MEP_PORTS, "pin_root": str(pin_root),
+                      "capacity": {"rules": 128, "filters": 256, "flows": 4096, "dns_names": 16}},
+        "admin": {"socket": str(tmp_path / "admin.sock")},
+        "mp1": {"enabled": False}, "mm5": {"enabled": False},
+    })
+
+    async def scenario() -> None:
+        daemon = Daemon(config)
+        await daemon.start()
+        try:
+            store = daemon.store
+            await store.create_app(AppInstance(appInstanceId="cache"))
+            await store.put_traffic_rule("cache", TrafficRule.model_validate(STEER))
+            await store.transition_app("cache", LifecycleEvent.INSTANTIATE)
+            await settle(daemon)
+            assert await asyncio.to_thread(ask, topo) == "dn:q"  # not READY: not enforced
+            await store.transition_app("cache", LifecycleEvent.CONFIRM_READY)
+            await settle(daemon)
+            assert await asyncio.to_thread(ask, topo) == "app1:q"
+            described = daemon.engine.describe()
+            assert described["engine"] == "xdp" and described["xdp_modes"]["n6"] in ("native", "generic")
+            await store.put_traffic_rule("cache", TrafficRule.model_validate({**STEER, "state": "INACTIVE"}))
+            await settle(daemon)
+            assert await asyncio.to_thread(ask, topo) == "dn:q"
+        finally:
+            await daemon.close()
+            from mep.dataplane.xdp import XdpEngine
+
+            engine = daemon.engine
+            assert isinstance(engine, XdpEngine)
+            await asyncio.to_thread(engine.detach, unpin=True)
+            shutil.rmtree(pin_root, ignore_errors=True)
+
+    asyncio.run(scenario())
