@@ -154,6 +154,9 @@ class DataplaneConfig(_Section):
     # Store changes arriving within this window are compiled as one rule set.
     apply_batch_ms: float = Field(default=1.0, ge=0, le=1000)
     pin_root: Path = Path("/sys/fs/bpf/mep")
+    # The network namespace the ports live in, when the daemon itself runs
+    # elsewhere (its APIs listen in its own namespace); None: the daemon's own.
+    netns: Optional[str] = Field(default=None, min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _unique_ports(self) -> "DataplaneConfig":
