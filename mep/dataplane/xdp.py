@@ -85,12 +85,13 @@ def _grace_period() -> None:
 
 
 class XdpEngine(Engine):
-    """See the module docstring. ``netns``: do everything inside that named namespace."""
+    """See the module docstring. ``netns``: do everything inside that named namespace.
+    ``extra_cflags``: more -D flags for benchmarks (e.g. -DMEP_BENCH_NEW_FLOWS)."""
 
     name = "xdp"
     min_frame_bytes = 14
 
-    def __init__(self, config: Config, *, netns: Optional[str] = None) -> None:
+    def __init__(self, config: Config, *, netns: Optional[str] = None, extra_cflags: tuple[str, ...] = ()) -> None:
         from bcc import BPF  # the engine is the only importer besides testrun.py
 
         self._BPF = BPF
@@ -108,7 +109,7 @@ class XdpEngine(Engine):
             self._ensure_bpffs()
             adopted = self._pin_dir.exists() and any(self._pin_dir.iterdir())
             self._pin_dir.mkdir(parents=True, exist_ok=True)
-            self._cflags = cflags(self._sizes, self._pin_dir)
+            self._cflags = cflags(self._sizes, self._pin_dir) + list(extra_cflags)
             self._bpf = self._load()
             self._classifier = ClassifierMaps(self._bpf, self._sizes, contents_known=not adopted)
             self._rules = RulesetMaps(self._bpf, self._sizes, contents_known=not adopted)
@@ -218,7 +219,8 @@ class XdpEngine(Engine):
         with links.in_netns(self._netns):
             layout = self._classifier.write(half, tables)
             self._rules.write(half, ruleset, layout, slots, generation)
-            self._rules.flip(half)
+            # Metadata for every frame only until the next rule set (see process()).
+            self._rules.flip(half, meta_all=False)
         self._generation = generation
         self._ruleset = ruleset
         self._grace = threading.Thread(target=_grace_period, name="mep-xdp-grace", daemon=True)
@@ -257,6 +259,10 @@ class XdpEngine(Engine):
         frame = bytes(frame)
         if len(frame) < self.min_frame_bytes:
             raise DataplaneError("XDP never sees a frame shorter than 14 bytes; the kernel refuses it in test-run")
+        if not self._rules.meta_all():
+            # Until the next apply, every frame carries its verdict in XDP metadata
+            # (about 18 ns a packet), which test-run reads.
+            self._rules.set_meta_all(True)
         retval, out, meta = self._run(frame, self._port_ifindex.get(ingress, 0))
         if len(meta) < _META_BYTES:
             raise DataplaneError(f"the program returned {retval} without its metadata ({len(meta)} bytes)")

@@ -28,14 +28,15 @@ struct set_cfg {
 	__u32 flow_vector;             /* vector of FLOW rules' filters, MEP_NO_VECTOR if none */
 	__u32 vector_base[MEP_NFIELDS];  /* field f's class c is vector vector_base[f] + c */
 	__u8 default_drop;             /* no match: DROP instead of PASS */
-	__u8 pad[3];
+	__u8 flow_state;               /* some rule is FORWARD_* FLOW: look replies up in mep_flows */
+	__u8 pad[2];
 };
 
 /* mep_state[0]: which half is in force. One aligned word: a reader sees the
  * old or the new value, never a mix. */
 struct state_val {
 	__u32 active;
-	__u32 pad;
+	__u32 meta_all;                /* write mep_meta for every frame (test-run, explain), not only DUPLICATE */
 };
 
 /* mep_addr_class: LPM key -> class (u32); a miss is class 0. The trie matches prefixlen bits of the bytes after
@@ -132,7 +133,7 @@ struct flow_val {
 	union mep_addr restore_src;
 };
 
-/* mep_port_of: ingress ifindex -> port. */
+/* mep_port_of: ingress ifindex -> port (index 0: not a data-plane port). */
 struct port_val {
 	__u8 index;
 	__u8 role;                     /* MEP_ROLE_* */

@@ -233,6 +233,15 @@ static __always_inline void flow_cache_key(const struct pkt *p, __u32 generation
 	const struct ip_info *u = &p->user;
 
 	__builtin_memset(k, 0, sizeof(*k));
+#ifdef MEP_BENCH_NEW_FLOWS
+	/* benchmark only: every packet a new flow (maps.h mep_bench_salt) */
+	{
+		__u32 zero = 0, *salt = mep_bench_salt.lookup(&zero);
+
+		if (salt)
+			generation ^= (++*salt) << 8;
+	}
+#endif
 	k->src = u->src;
 	k->dst = u->dst;
 	k->generation = generation;

@@ -25,6 +25,7 @@ struct decision {
 	__u8 has_rule;
 	__u8 reverse;
 	__u8 uncounted;                /* a DUPLICATE copy made on a mirror port: counted at the original */
+	__u8 meta;                     /* write mep_meta even when not DUPLICATE (mep_state.meta_all) */
 };
 
 static __always_inline __u8 reason_verdict(__u8 reason)
@@ -60,7 +61,11 @@ static __always_inline int finish(struct xdp_md *ctx, const struct decision *d, 
 			count(mep_rule_counters.lookup(&slot), bytes);
 		}
 	}
-	/* Dropped frames get metadata too: test-run callers read the reason from it. */
+	/* The TC program needs the metadata of a DUPLICATE; test-run and `mep
+	 * explain` read every frame's (dropped ones too) while meta_all is set.
+	 * Not writing it otherwise saves ~18 ns a packet. */
+	if (!d->meta && d->reason != MEP_DUPLICATE_RULE)
+		return action;
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
 		return action;  /* no room for metadata: the frame still goes on */
 	meta = (void *)(long)ctx->data_meta;

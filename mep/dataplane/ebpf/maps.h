@@ -43,9 +43,15 @@ BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_reason_counters, M
 		 MEP_PIN(mep_reason_counters));
 /* port index -> ifindex (bpf_redirect_map); writer: maps/ports.py at load */
 BPF_DEVMAP(mep_ports, MEP_MAX_PORTS);
-/* ingress ifindex -> port index and role; writer: maps/ports.py at load */
-BPF_HASH(mep_port_of, u32, struct port_val, 2 * MEP_MAX_PORTS);
+/* ingress ifindex -> port index and role (an array: one load, where a hash
+ * lookup cost ~10 ns a packet); writer: maps/ports.py at load */
+BPF_ARRAY(mep_port_of, struct port_val, MEP_MAX_IFINDEX);
 /* target k of a DUPLICATE rule -> ifindex of mirror k's sending end (TC); writer: maps/ports.py */
 BPF_ARRAY(mep_mirrors, u32, 2);
+#ifdef MEP_BENCH_NEW_FLOWS
+/* benchmark only (bench/xdp_rules.py): a per-CPU counter that salts every flow
+ * cache key, so every packet misses and inserts into a full LRU; writer: the program */
+BPF_PERCPU_ARRAY(mep_bench_salt, __u32, 1);
+#endif
 
 #endif /* MEP_MAPS_H */

@@ -144,7 +144,7 @@ static __always_inline int process(struct xdp_md *ctx, struct decision *d)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 	__u32 ifindex = ctx->ingress_ifindex, zero = 0, half, in_index;
-	struct port_val *in = mep_port_of.lookup(&ifindex);
+	struct port_val *in = mep_port_of.lookup(&ifindex);  /* index 0: not a port */
 	struct scratch *s = get_scratch();
 	struct rule_val *rule = 0;
 	struct cls_result res = {};
@@ -154,25 +154,25 @@ static __always_inline int process(struct xdp_md *ctx, struct decision *d)
 	struct pkt *p;
 	int rc;
 
-	if (!s)
+	st = mep_state.lookup(&zero);
+	if (!s || !st)
 		return drop(d, MEP_DROP_INTERNAL);
+	d->meta = st->meta_all;
 	p = &s->p;
-	__builtin_memset(p, 0, sizeof(*p));
 	if (in && in->role == MEP_ROLE_MIRROR)
 		return make_copy(ctx, in, s, d);
 	rc = parse_frame(data, data_end, p);
 	if (rc)
 		return reason_verdict(rc) == MEP_VERDICT_PASS ? pass(d, rc) : drop(d, rc);
-	st = mep_state.lookup(&zero);
-	if (!st)
-		return drop(d, MEP_DROP_INTERNAL);
 	half = st->active & 1;
 	cfg = mep_sets.lookup(&half);
 	if (!cfg || !cfg->generation)
 		return pass(d, MEP_PASS_NO_MATCH);  /* no rule set applied yet */
+	if (in && !in->index)
+		in = 0;
 	in_index = in ? in->index : 0;
 
-	reply = find_flow_reply(p, half, in_index, &s->flow_key, &rule);
+	reply = cfg->flow_state ? find_flow_reply(p, half, in_index, &s->flow_key, &rule) : 0;
 	if (reply && rule) {
 		decide_rule(d, rule, 1);
 		if (p->user.len > reply->out_mtu)

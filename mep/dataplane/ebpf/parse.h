@@ -105,9 +105,13 @@ static __always_inline int parse_ipv4(void *data, void *data_end, __u32 off, __u
 	ip->off = off;
 	ip->len = total;
 	ip->src.w[0] = iph->saddr;
+	ip->src.w[1] = ip->src.w[2] = ip->src.w[3] = 0;
 	ip->dst.w[0] = iph->daddr;
+	ip->dst.w[1] = ip->dst.w[2] = ip->dst.w[3] = 0;
 	ip->proto = iph->protocol;
 	ip->dscp = iph->tos >> 2;
+	ip->tc = 0;
+	ip->has_ports = 0;
 	ip->has_l4 = (bpf_ntohs(iph->frag_off) & 0x1fff) == 0;
 	ip->l4_off = off + hlen;
 	return parse_l4(data, data_end, ip);
@@ -144,6 +148,8 @@ static __always_inline int parse_ipv6(void *data, void *data_end, __u32 off, __u
 	__builtin_memcpy(ip->src.b, &ip6->saddr, 16);
 	__builtin_memcpy(ip->dst.b, &ip6->daddr, 16);
 	ip->tc = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+	ip->dscp = 0;
+	ip->has_ports = 0;
 	ip->proto = ip6->nexthdr;   /* the walk's next header */
 	ip->l4_off = off + 40;      /* the walk's cursor */
 	ip->has_l4 = 1;             /* cleared by a non-first fragment */
@@ -203,6 +209,12 @@ static __always_inline int parse_frame(void *data, void *data_end, struct pkt *p
 	__u32 inner_end = 0;
 	__u8 *inner;
 
+	/* Every member of *p is set here or by parse_ip (no memset: ~10 ns a packet). */
+	p->has_vlan = 0;
+	p->tunnel = 0;
+	p->has_qfi = 0;
+	p->vlan_tci = 0;
+	p->teid = 0;
 	if ((void *)(eth + 1) > data_end)
 		return MEP_DROP_TRUNCATED_ETH;
 	__builtin_memcpy(p->eth_dst, eth->h_dest, 6);
@@ -237,7 +249,6 @@ static __always_inline int parse_frame(void *data, void *data_end, struct pkt *p
 	if ((inner[0] >> 4) != 4 && (inner[0] >> 4) != 6)
 		return MEP_PASS_GTPU_NOT_IP;
 	p->outer = p->user;
-	__builtin_memset(&p->user, 0, sizeof(p->user));
 	rc = parse_ip(data, data_end, inner_off, inner_end, inner[0] >> 4, &p->user);
 	if (rc)
 		return rc;

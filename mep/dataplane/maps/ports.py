@@ -9,7 +9,8 @@ import ctypes as ct
 from dataclasses import dataclass
 from typing import Any
 
-from .abi import ROLE_MIRROR
+from ...errors import DataplaneError
+from .abi import MAX_IFINDEX, ROLE_MIRROR
 
 __all__ = ["PortEntry", "PortMaps"]
 
@@ -30,6 +31,7 @@ class PortMaps:
 
     def set_ports(self, ports: list[PortEntry]) -> None:
         for p in ports:
+            _check_ifindex(p.ifindex)
             self._devmap[ct.c_int(p.index)] = ct.c_int(p.ifindex)
             val = self._port_of.Leaf()
             val.index, val.role, val.mtu = p.index, p.role, p.mtu
@@ -42,7 +44,14 @@ class PortMaps:
     def set_mirrors(self, near: list[int], far: list[int]) -> None:
         """Mirror k: TC clones to ifindex near[k]; XDP on far[k] builds target k's copy."""
         for k, (n, f) in enumerate(zip(near, far)):
+            _check_ifindex(f)
             self._mirrors[ct.c_uint32(k)] = ct.c_uint32(n)
             val = self._port_of.Leaf()
             val.index, val.role, val.mirror, val.mtu = 0, ROLE_MIRROR, k, 0xFFFF
             self._port_of[ct.c_uint32(f)] = val
+
+
+def _check_ifindex(ifindex: int) -> None:
+    if not 0 < ifindex < MAX_IFINDEX:
+        raise DataplaneError(f"ifindex {ifindex} is beyond the data plane's port table ({MAX_IFINDEX}); "
+                             "recreate the interface (ifindexes are reused) or restart the namespace")

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from ...errors import MapWriteError
 from ..ruleset import CompiledRule, CompiledRuleSet, IpAddr, Target
-from .abi import ACTION_CODE, Sizes
+from .abi import ACTION_CODE, ActionCode, Sizes
 from .classifier import Layout
 
 __all__ = ["RulesetMaps", "HalfState"]
@@ -131,10 +131,19 @@ class RulesetMaps:
         for f, base in enumerate(layout.vector_base):
             cfg.vector_base[f] = base
         cfg.default_drop = int(rs.default_verdict.name == "DROP")
+        cfg.flow_state = int(any(r.flow and ACTION_CODE[r.action] is ActionCode.FORWARD for r in rs.rules))
         self._sets[ct.c_uint32(half)] = cfg
 
-    def flip(self, half: int) -> None:
-        """Put ``half`` in force: one aligned 4-byte store."""
+    def flip(self, half: int, *, meta_all: bool) -> None:
+        """Put ``half`` in force: one aligned 4-byte store (with the meta_all switch)."""
         state = self._state.Leaf()
         state.active = half
+        state.meta_all = int(meta_all)
         self._state[ct.c_uint32(0)] = state
+
+    def meta_all(self) -> bool:
+        return bool(self._state[ct.c_uint32(0)].meta_all)
+
+    def set_meta_all(self, on: bool) -> None:
+        """Make the program write struct mep_meta for every frame (test-run, explain) or only DUPLICATEs."""
+        self.flip(self.active(), meta_all=on)

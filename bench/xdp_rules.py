@@ -1,0 +1,187 @@
+"""How does the XDP classifier's per-packet cost grow with the number of rules?
+
+Method: BPF_PROG_TEST_RUN of the loaded MEP program, repeat mode (R runs per
+flow, rcu_expedited for the run), process pinned to CPU 1. For each rule
+count N (1, 10, 100, 1k, 10k; bench/rulegen.py's mix, all DROP), 4096
+distinct flows whose first matching rule lies in the top 1%, the middle 1%
+or the bottom 1% of the match order, or that match nothing. Each flow's
+verdict and rule are checked against the reference classifier before it is
+timed. Two cache modes: "warm" (the flow cache hits after the first run of
+a flow) and "new flow" (the program built with -DMEP_BENCH_NEW_FLOWS: every
+packet misses and inserts into a full LRU). Reported: mean over flows of
+ns/pkt, minus the floor (a program that only returns XDP_DROP, measured on
+the same flows in the same run).
+
+Examples:
+    python -m bench.xdp_rules                 # full run (about 3 minutes)
+    python -m bench.xdp_rules --flows 512 --repeat 100 --counts 1 100 10000
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import random
+import shutil
+import statistics
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+from scapy.layers.sctp import SCTP
+from scapy.packet import Raw
+
+from bench._harness import Report, pinned_cpu, progress, rcu_expedited
+from bench.rulegen import FREE_SERVERS, FREE_SOURCES, WELL_KNOWN, generate_rules
+from mep.config import Capacity, Config, DataplaneConfig
+from mep.dataplane.packet import Parsed, parse
+from mep.dataplane.ruleset import CompiledFilter, CompiledRuleSet
+from mep.dataplane.tables import ClassifierTables, build_tables, lookup
+from mep.dataplane.testrun import prog_test_run
+
+POSITIONS = ("top", "middle", "bottom", "none")
+
+_FLOOR_SOURCE = b"int floor(struct xdp_md *ctx) { return XDP_DROP; }"
+
+
+def _pick(rng: random.Random, ranges: tuple[Any, ...], default: int) -> int:
+    if not ranges:
+        return default
+    r = rng.choice(ranges)
+    return rng.randint(r.lo, r.hi)
+
+
+def flow_for(f: Optional[CompiledFilter], rng: random.Random) -> bytes:
+    """A frame that filter ``f`` matches; with no filter, a random UE-to-server frame."""
+    f = f or CompiledFilter()
+    src = _pick(rng, f.src, int(FREE_SOURCES[rng.randrange(FREE_SOURCES.num_addresses)]))
+    dst = _pick(rng, f.dst, int(FREE_SERVERS[rng.randrange(FREE_SERVERS.num_addresses)]))
+    proto = rng.choice(f.protocols) if f.protocols else rng.choice([6, 17])
+    sport = _pick(rng, f.sport, rng.randrange(1024, 65536))
+    dport = _pick(rng, f.dport, rng.choice([p for p in range(1024, 1100) if p not in WELL_KNOWN]))
+    tos = (f.dscp or 0) << 2
+    l3 = IP(src=str(ipaddress.IPv4Address(src)), dst=str(ipaddress.IPv4Address(dst)), tos=tos)
+    l4 = {6: TCP(sport=sport, dport=dport), 17: UDP(sport=sport, dport=dport),
+          132: SCTP(sport=sport, dport=dport)}.get(proto, Raw(b""))
+    if proto not in (6, 17, 132):
+        l3.proto = proto
+    return bytes(Ether(src="02:00:00:00:05:01", dst="02:00:00:00:06:01") / l3 / l4 / Raw(b"x" * 18))
+
+
+def flows(rs: CompiledRuleSet, tables: ClassifierTables, position: str, count: int, seed: int) -> list[tuple[bytes, int]]:
+    """``count`` distinct frames whose first match lies in ``position`` (and its rule index, -1 for none)."""
+    rng = random.Random(seed)
+    n = len(rs.rules)
+    band = {"top": (0.0, 0.01), "middle": (0.495, 0.505), "bottom": (0.99, 1.0)}.get(position)
+    out: dict[bytes, int] = {}
+    tries = 0
+    while len(out) < count and tries < count * 50:
+        tries += 1
+        if band is None:
+            frame = flow_for(None, rng)
+        else:
+            lo, hi = int(band[0] * n), max(int(band[0] * n) + 1, int(band[1] * n))
+            frame = flow_for(rng.choice(rs.rules[rng.randrange(lo, min(hi, n))].filters), rng)
+        p = parse(frame)
+        assert isinstance(p, Parsed)
+        hit = lookup(tables, p)
+        index = -1 if hit is None else hit[0]
+        if band is None:
+            if index == -1:
+                out[frame] = -1
+        elif int(band[0] * n) <= index < max(int(band[0] * n) + 1, int(band[1] * n)):
+            out[frame] = index
+    return list(out.items())
+
+
+def measure(fd: int, frames: list[tuple[bytes, int]], ifindex: int, repeat: int) -> float:
+    """Mean over flows of the kernel's per-run nanoseconds."""
+    return statistics.fmean(prog_test_run(fd, f, ingress_ifindex=ifindex, repeat=repeat).duration_ns
+                            for f, _ in frames)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--counts", type=int, nargs="+", default=[1, 10, 100, 1000, 10000])
+    ap.add_argument("--flows", type=int, default=4096)
+    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--cpu", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    from bcc import BPF
+
+    from mep.dataplane.links import in_netns
+    from mep.dataplane.xdp import XdpEngine
+    from tests.fixtures.netns import make_ports_netns, remove_netns
+    from tests.rulesets import ruleset
+
+    report = Report(
+        "xdp_rules",
+        "How does the XDP classifier's per-packet cost grow from 1 to 10,000 rules?",
+        __doc__.split("\n\n")[1].replace("\n", " "),
+        ["cache", "rules", "filters", "position", "flows", "ns_per_pkt", "floor_ns", "net_ns"],
+    )
+    namespaces: list[str] = []
+    pin_root = Path("/sys/fs/bpf") / f"mep-bench-{os.getpid()}"
+    capacity = Capacity(rules=max(args.counts) + 16, filters=max(32, 2 * max(args.counts)), flows=65536)
+    engines: dict[str, XdpEngine] = {}
+    try:
+        floor_bpf = BPF(text=b"#include <uapi/linux/bpf.h>\n" + _FLOOR_SOURCE)
+        floor_fd = floor_bpf.load_func(b"floor", BPF.XDP).fd
+        for mode, extra in (("warm", ()), ("new flow", ("-DMEP_BENCH_NEW_FLOWS=1",))):
+            progress(f"loading the XDP program ({mode})")
+            config = Config(instance=mode.replace(" ", "-"), dataplane=DataplaneConfig(
+                ports=[{"name": "n6", "ifname": "n6", "role": "n6", "mac": "02:00:00:00:06:01"}],  # type: ignore[list-item]
+                capacity=capacity, pin_root=pin_root))
+            namespaces.append(make_ports_netns(f"mep-bench-{uuid.uuid4().hex[:6]}"))
+            engines[mode] = XdpEngine(config, netns=namespaces[-1], extra_cflags=extra)
+        with rcu_expedited(), pinned_cpu(args.cpu):
+            for n in args.counts:
+                rs = ruleset(generate_rules(n, seed=n), capacity=capacity)
+                tables = build_tables(rs)
+                for (mode, engine), ns in zip(engines.items(), namespaces):
+                    engine.apply(rs)
+                    ifindex = engine._port_ifindex[1]
+                    for position in POSITIONS if n > 1 else ("top", "none"):
+                        frames = flows(rs, tables, position, args.flows, seed=n)
+                        if not frames:
+                            continue
+                        progress(f"{mode}: {n} rules, {position}: checking {len(frames)} flows")
+                        for frame, index in frames[:256]:
+                            r = engine.process(frame, 1)
+                            want = 0 if index < 0 else rs.rules[index].rule_id
+                            assert r.rule_id == want and r.verdict.name in ("DROP", "PASS"), (n, position, r)
+                        engine.apply(rs)  # a fresh generation: the checks above leave nothing cached, no metadata
+                        with in_netns(ns):
+                            if mode == "new flow":  # fill the LRU so every insert evicts
+                                for frame, _ in frames[:64]:
+                                    prog_test_run(engine._xdp_fn.fd, frame, ingress_ifindex=ifindex, repeat=1100)
+                            floor = measure(floor_fd, frames, ifindex, args.repeat)
+                            took = measure(engine._xdp_fn.fd, frames, ifindex, args.repeat)
+                        report.add(cache=mode, rules=n, filters=tables.nfilters, position=position, flows=len(frames),
+                                   ns_per_pkt=round(took, 1), floor_ns=round(floor, 1), net_ns=round(took - floor, 1))
+                        progress(f"  {took - floor:.0f} ns above the floor ({floor:.0f} ns)")
+    finally:
+        for engine in engines.values():
+            engine.detach(unpin=True)
+            engine.close()
+        shutil.rmtree(pin_root, ignore_errors=True)
+        for ns in namespaces:
+            remove_netns(ns)
+    rows = report.rows
+    for mode in engines:
+        flat = [r["net_ns"] for r in rows if r["cache"] == mode]
+        if flat:
+            report.notes.append(f"{mode}: {min(flat):.0f}..{max(flat):.0f} ns/pkt above the floor over all N and positions")
+    for row in rows:
+        row["series"] = f"{row['cache']}, {row['position']}"
+    report.write(plot={"x": "rules", "y": "net_ns", "series": "series", "title": "XDP classify ns/pkt above the floor",
+                       "logx": True, "ylabel": "ns/pkt above XDP_DROP floor"})
+    print((Path("bench/results") / "xdp_rules.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
