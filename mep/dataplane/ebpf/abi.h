@@ -29,7 +29,8 @@ struct set_cfg {
 	__u32 vector_base[MEP_NFIELDS];  /* field f's class c is vector vector_base[f] + c */
 	__u8 default_drop;             /* no match: DROP instead of PASS */
 	__u8 flow_state;               /* some rule is FORWARD_* FLOW: look replies up in mep_flows */
-	__u8 pad[2];
+	__u8 use_cache;                /* classify through the flow cache (maps/ruleset.py decides) */
+	__u8 pad;
 };
 
 /* mep_state[0]: which half is in force. One aligned word: a reader sees the
@@ -100,6 +101,28 @@ struct flow_cache_key {
 	__u8 dscp_tc;
 	__u8 qfi;                      /* QFI + 1; 0 none */
 	__u8 has_ports;
+};
+
+/* mep_flow_cache4: the same for an IPv4 packet, untunnelled or in an IPv4
+ * tunnel: 40 bytes instead of 92, which halves the cost of a cache hit
+ * (the hash and compare run over the whole key). */
+struct flow_cache_key4 {
+	__u32 src;
+	__u32 dst;
+	__u32 tun_src;
+	__u32 tun_dst;
+	__u32 generation;
+	__u16 sport;
+	__u16 dport;
+	__u16 tun_sport;
+	__u16 tun_dport;
+	__u16 vlan;                    /* VID + 1; 0 untagged */
+	__u8 proto;
+	__u8 dscp;
+	__u8 qfi;                      /* QFI + 1; 0 none */
+	__u8 has_ports;
+	__u8 tunnel;
+	__u8 pad[5];
 };
 
 struct flow_cache_val {

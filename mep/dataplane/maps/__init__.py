@@ -14,7 +14,7 @@ classifier.py          mep_addr_class, mep_value_class, mep_vectors, mep_filter_
 ruleset.py             mep_rules, mep_rule_index, mep_sets, mep_state
 counters.py            mep_rule_counters, mep_reason_counters
 ports.py               mep_ports, mep_port_of, mep_mirrors
-flows.py               mep_flows, mep_flow_cache (written by the program; read and cleared here)
+flows.py               mep_flows, mep_flow_cache, mep_flow_cache4 (written by the program; read here)
 =====================  ==========================================================
 
 Key and value types come from bcc's generated Key/Leaf classes of each

@@ -1,4 +1,4 @@
-"""Reader of mep_flows and mep_flow_cache, which the XDP program itself writes.
+"""Reader of mep_flows, mep_flow_cache and mep_flow_cache4, which the XDP program itself writes.
 
 The control plane only counts and clears them (``mep doctor`` fill levels,
 tests); the program owns their contents (ebpf/flow.h, ebpf/classify.h).
@@ -13,12 +13,14 @@ __all__ = ["FlowMaps"]
 class FlowMaps:
     def __init__(self, bpf: Any) -> None:
         self._flows = bpf["mep_flows"]
-        self._cache = bpf["mep_flow_cache"]
+        self._caches = (bpf["mep_flow_cache"], bpf["mep_flow_cache4"])
 
     def fill(self) -> dict[str, int]:
         """Entries in each table (a walk of the keys: O(entries))."""
-        return {"flows": sum(1 for _ in self._flows.keys()), "flow_cache": sum(1 for _ in self._cache.keys())}
+        return {"flows": sum(1 for _ in self._flows.keys()),
+                "flow_cache": sum(1 for cache in self._caches for _ in cache.keys())}
 
     def clear(self) -> None:
         self._flows.clear()
-        self._cache.clear()
+        for cache in self._caches:
+            cache.clear()
