@@ -38,7 +38,7 @@ from .dataplane.testrun import (
 )
 from .errors import MepError
 
-__all__ = ["Check", "MIN_KERNEL", "run_checks", "format_check", "daemon_summary"]
+__all__ = ["Check", "MIN_KERNEL", "run_checks", "format_check", "daemon_summary", "dataplane_report", "ebpf_source"]
 
 # 5.15 is the oldest LTS kernel with everything the data plane uses: XDP
 # attach through bpf_link (5.9), BPF_PROG_TEST_RUN with an xdp_md context
@@ -285,6 +285,36 @@ def run_checks(config: Config) -> Iterator[Check]:
     yield _bpffs()
     yield from _bpf_checks()
     yield from _store(config)
+
+
+def dataplane_report(config: Config) -> list[str]:
+    """The running data plane in detail: XDP mode per port, capacity, pins, reason counters."""
+    client = AdminClient(config.admin_socket, timeout=2.0)
+    try:
+        engine = client.get("/status").get("engine", {})
+        stats = client.get("/stats")
+    except MepError:
+        return [f"data plane: no daemon answers on {config.admin_socket}"]
+    lines = [f"engine {engine.get('engine')}, data-plane generation {engine.get('generation')}, "
+             f"{engine.get('rules')} rules"]
+    for port, mode in sorted((engine.get("xdp_modes") or {}).items()):
+        lines.append(f"  xdp {port:<10} {mode}")
+    if engine.get("capacity"):
+        lines.append("  capacity " + ", ".join(f"{k} {v}" for k, v in engine["capacity"].items()))
+    if engine.get("pin_dir"):
+        lines.append(f"  maps pinned under {engine['pin_dir']}")
+    for reason, (packets, nbytes) in sorted((stats.get("reasons") or {}).items()):
+        lines.append(f"  {reason:<24} {packets:>12} packets {nbytes:>14} bytes")
+    return lines
+
+
+def ebpf_source(config: Config) -> tuple[list[str], str]:
+    """The cflags and the exact C text the XDP engine compiles for ``config``."""
+    from .dataplane.maps.abi import Sizes, cflags
+    from .dataplane.xdp import program_text
+
+    dp = config.dataplane
+    return cflags(Sizes.from_capacity(dp.capacity), dp.pin_root / config.instance), program_text()
 
 
 def daemon_summary(config: Config) -> str | None:
