@@ -11,6 +11,7 @@ addresses, ports, protocols, DSCP and traffic class are exact.
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Iterable
 
 from ..errors import MepError
@@ -29,15 +30,15 @@ class NftUnsupported(MepError):
 
 
 def _addr_set(ranges: Iterable[AddrRange], family: int) -> str:
-    import ipaddress
-
-    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
     items = []
     for r in ranges:
         if r.family != family:
             continue
-        nets = list(ipaddress.summarize_address_range(make(r.lo), make(r.hi)))
-        items += [str(n) if n.num_addresses > 1 else str(n.network_address) for n in nets]
+        lo, hi = ipaddress.ip_address(r.lo), ipaddress.ip_address(r.hi)
+        if family == 6:  # ip_address() reads a small int as IPv4
+            lo, hi = ipaddress.IPv6Address(r.lo), ipaddress.IPv6Address(r.hi)
+        for net in ipaddress.summarize_address_range(lo, hi):
+            items.append(str(net) if net.num_addresses > 1 else str(net.network_address))
     return "{ " + ", ".join(items) + " }"
 
 

@@ -98,7 +98,7 @@ class Parsed:
         return None if self.vlan_tci is None else self.vlan_tci & 0x0FFF
 
 
-def _u16(b: bytes, off: int) -> int:
+def _u16(b: bytes | bytearray, off: int) -> int:
     return (b[off] << 8) | b[off + 1]
 
 

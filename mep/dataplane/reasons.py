@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from enum import EnumMeta, IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __all__ = ["Verdict", "Reason", "REASON_VERDICT", "DESCRIPTION", "REASONS_H"]
 
@@ -33,13 +33,16 @@ def _parse() -> tuple[dict[str, int], dict[str, tuple[int, str]], dict[str, str]
 _verdicts, _reasons, _desc = _parse()
 
 if TYPE_CHECKING:
-    # mypy cannot see members created from the header; it types them as the enum.
-    class _FromHeader(EnumMeta):
-        def __getattr__(cls, name: str) -> Any: ...
+    # mypy cannot see members created from the header: each is typed as its enum.
+    class _VerdictMeta(EnumMeta):
+        def __getattr__(cls, name: str) -> "Verdict": ...
 
-    class Verdict(IntEnum, metaclass=_FromHeader): ...
+    class Verdict(IntEnum, metaclass=_VerdictMeta): ...
 
-    class Reason(IntEnum, metaclass=_FromHeader): ...
+    class _ReasonMeta(EnumMeta):
+        def __getattr__(cls, name: str) -> "Reason": ...
+
+    class Reason(IntEnum, metaclass=_ReasonMeta): ...
 
 else:
     Verdict = IntEnum("Verdict", {n.removeprefix("MEP_VERDICT_"): v for n, v in _verdicts.items()})

@@ -171,9 +171,9 @@ def _field_table(fld: Field, filters: Sequence[CompiledFilter]) -> FieldTable:
         if not ranges:
             open_mask |= 1 << bit
         for family, lo, hi in ranges:
-            points = events.setdefault(family, {})
-            points.setdefault(lo, []).append((bit, 1))
-            points.setdefault(hi + 1, []).append((bit, -1))
+            at = events.setdefault(family, {})
+            at.setdefault(lo, []).append((bit, 1))
+            at.setdefault(hi + 1, []).append((bit, -1))
     classes: dict[int, int] = {open_mask: 0}
     intervals: list[Interval] = []
     for family in sorted(events):

@@ -46,12 +46,12 @@ class CounterMaps:
         for rule_id in rule_ids:
             if rule_id in self._slots:
                 continue
-            slot = next(free, None)
-            if slot is None:
+            found = next(free, None)
+            if found is None:
                 raise CapacityError([RuleProblem("*", "*", "dataplane.capacity.rules",
                                                  f"no free counter slot among {self._max}")])
-            self._zero(slot)
-            self._slots[rule_id] = slot
+            self._zero(found)
+            self._slots[rule_id] = found
             self._finals.pop(rule_id, None)
         self._retiring = [set(), self._retiring[0]]
         return dict(self._slots)
