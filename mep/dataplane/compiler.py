@@ -19,7 +19,8 @@ the XDP engine reads the kernel's tables.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Optional, Protocol
+import threading
+from typing import Iterable, Optional, Protocol, Sequence
 
 from ..config import Capacity, DataplaneConfig
 from ..errors import CapacityError, CompileError, RuleProblem
@@ -49,7 +50,8 @@ from .ruleset import (
     rule_version,
 )
 
-__all__ = ["Resolver", "StaticResolver", "compile_ruleset", "compile_filter", "mac_bytes", "ip_of", "DEFAULT_DNS_TTL_S"]
+__all__ = ["Resolver", "StaticResolver", "RuleCache", "compile_ruleset", "compile_filter", "mac_bytes", "ip_of",
+           "DEFAULT_DNS_TTL_S"]
 
 DEFAULT_DNS_TTL_S = 60  # a DnsRule without ttl is answered with this TTL
 
@@ -80,6 +82,9 @@ class Resolver(Protocol):
     def port_of_mac(self, mac: bytes) -> Optional[int]:
         """The port behind which ``mac`` lives, None if unknown."""
 
+    def fingerprint(self) -> int:
+        """Changes whenever any answer above would: RuleCache drops its rules then."""
+
 
 class StaticResolver:
     """Ports and neighbours exactly as written in ``dataplane.ports``."""
@@ -106,6 +111,44 @@ class StaticResolver:
 
     def port_of_mac(self, mac: bytes) -> Optional[int]:
         return self._macs.get(mac)
+
+    def fingerprint(self) -> int:
+        return hash((self._ports, tuple(sorted(self._neighbours.items(), key=lambda kv: (kv[0].family, kv[0].value)))))
+
+
+class RuleCache:
+    """Compiled rules kept between compilations, so a change costs its own rules only.
+
+    Keyed by (rule id, the stored rule's revision): a rule the store did not
+    touch compiles to the same CompiledRule as long as the resolver answers
+    the same (its fingerprint); a new fingerprint empties the cache. Rules
+    absent from a compilation are forgotten. Safe to share between the
+    daemon's compile loop and Mp1/Mm5 pre-write checks (one lock).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fingerprint: Optional[int] = None
+        self._rules: dict[tuple[int, int], CompiledRule] = {}
+
+    def compile(self, stored: Sequence[StoredTrafficRule], rc: "_RuleCompiler") -> list[CompiledRule]:
+        with self._lock:
+            fingerprint = rc.resolver.fingerprint()
+            if fingerprint != self._fingerprint:
+                self._rules.clear()
+                self._fingerprint = fingerprint
+            kept: dict[tuple[int, int], CompiledRule] = {}
+            out = []
+            for s in stored:
+                key = (s.rule_id, s.revision)
+                compiled = self._rules.get(key)
+                if compiled is None:
+                    compiled = rc.rule(s)
+                if compiled is not None:
+                    kept[key] = compiled
+                    out.append(compiled)
+            self._rules = kept
+            return out
 
 
 def compile_filter(f: TrafficFilter) -> CompiledFilter:
@@ -288,17 +331,21 @@ def _check_capacity(capacity: Capacity, rules: list[CompiledRule], dns: list[Com
 
 
 def compile_ruleset(
-    snapshot: Snapshot, *, config: DataplaneConfig, resolver: Resolver, generation: int
+    snapshot: Snapshot, *, config: DataplaneConfig, resolver: Resolver, generation: int,
+    cache: Optional[RuleCache] = None,
 ) -> CompiledRuleSet:
-    """Compile the enforced part of ``snapshot``; CompileError lists every problem."""
+    """Compile the enforced part of ``snapshot``; CompileError lists every problem.
+
+    With ``cache``, rules unchanged since the last compilation are reused
+    (25-30 us a rule otherwise: 0.3 s at 10,000 rules)."""
     ready = {app_id for app_id, app in snapshot.apps.items() if app.state in ENFORCED_STATES}
     rc = _RuleCompiler(resolver)
-    rules = []
-    for stored in snapshot.traffic_rules:
-        if stored.app_instance_id in ready and stored.rule.state is TrafficRuleState.ACTIVE:
-            compiled = rc.rule(stored)
-            if compiled is not None:
-                rules.append(compiled)
+    enforced = [s for s in snapshot.traffic_rules
+                if s.app_instance_id in ready and s.rule.state is TrafficRuleState.ACTIVE]
+    if cache is not None:
+        rules = cache.compile(enforced, rc)
+    else:
+        rules = [c for c in (rc.rule(s) for s in enforced) if c is not None]
     dns: list[CompiledDnsRule] = []
     owners: dict[str, StoredDnsRule] = {}
     for stored_dns in snapshot.dns_rules:

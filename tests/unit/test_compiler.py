@@ -190,3 +190,21 @@ def test_dns_name_claimed_by_two_apps_is_refused() -> None:
     with pytest.raises(CompileError, match="already claimed by app a") as info:
         compile_snapshot(snap)
     assert info.value.problems[0].field == "domainName"
+
+
+def test_rule_cache_reuses_unchanged_rules_and_drops_on_resolver_change() -> None:
+    from mep.dataplane.compiler import RuleCache
+
+    config = dataplane_config()
+    resolver = StaticResolver.from_config(config)
+    snap = snapshot({"a": [rule("x", "FORWARD_DECAPSULATED", dst=TO_APP1_IP), rule("y")]}, {"a": AppState.READY})
+    cache = RuleCache()
+    first = compile_ruleset(snap, config=config, resolver=resolver, generation=1, cache=cache)
+    second = compile_ruleset(snap, config=config, resolver=resolver, generation=2, cache=cache)
+    assert all(a is b for a, b in zip(first.rules, second.rules))  # reused, not recompiled
+    assert first.rules == compile_ruleset(snap, config=config, resolver=resolver, generation=3).rules
+    moved = StaticResolver.from_config(DataplaneConfig(ports=[  # type: ignore[arg-type]
+        {**p.model_dump(), "mac": "02:00:00:00:ee:01"} if p.name == "app1" else p.model_dump()
+        for p in config.ports]))
+    third = compile_ruleset(snap, config=config, resolver=moved, generation=4, cache=cache)
+    assert third.rules[0].targets[0].src_mac == bytes.fromhex("02000000ee01")
