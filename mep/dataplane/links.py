@@ -67,12 +67,16 @@ def link(ifname: str) -> Link:
     return Link(ifname, found[0], mac, int(msg.get("IFLA_MTU") or 1500))
 
 
-def ensure_veth(name: str, peer: str) -> tuple[Link, Link]:
-    """The veth pair name<->peer, created if missing, both up."""
+def ensure_veth(name: str, peer: str, *, ipv6: bool = True) -> tuple[Link, Link]:
+    """The veth pair name<->peer, created if missing, both up. ``ipv6=False``: the kernel sends
+    nothing of its own on them (no router solicitations, MLD reports or DAD probes)."""
     with IPRoute() as ipr:
         if not ipr.link_lookup(ifname=name):
             ipr.link("add", ifname=name, kind="veth", peer=peer)
         for ifname in (name, peer):
+            if not ipv6:  # /proc/sys/net is the namespace of the thread that opens it
+                with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
+                    f.write("1")
             ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
     return link(name), link(peer)
 

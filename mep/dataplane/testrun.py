@@ -141,17 +141,20 @@ def prog_test_run(
     interface to exist in the caller's network namespace (else ENODEV).
     ``repeat`` > 1 runs the frame that many times and reports the average
     duration. ``out_size`` bounds the output (default: the frame plus 512
-    bytes). Raises DataplaneError naming the errno on failure.
+    bytes). With BPF_F_TEST_XDP_LIVE_FRAMES the frames really go out
+    (XDP_TX, XDP_REDIRECT) and nothing comes back: the output is empty.
+    Raises DataplaneError naming the errno on failure.
     """
     if not _MIN_FRAME_BYTES <= len(frame) <= _MAX_FRAME_BYTES:
         raise DataplaneError(f"a test-run frame is {_MIN_FRAME_BYTES}..{_MAX_FRAME_BYTES} bytes, got {len(frame)}")
     data_in = ctypes.create_string_buffer(frame, len(frame))
-    room = out_size if out_size is not None else len(frame) + _OUT_SLACK_BYTES
+    live = bool(flags & BPF_F_TEST_XDP_LIVE_FRAMES)  # the kernel refuses an output buffer then
+    room = 0 if live else out_size if out_size is not None else len(frame) + _OUT_SLACK_BYTES
     data_out = ctypes.create_string_buffer(room)
     opts = BpfTestRunOpts(
         sz=ctypes.sizeof(BpfTestRunOpts),
         data_in=ctypes.cast(data_in, ctypes.c_void_p),
-        data_out=ctypes.cast(data_out, ctypes.c_void_p),
+        data_out=None if live else ctypes.cast(data_out, ctypes.c_void_p),
         data_size_in=len(frame),
         data_size_out=room,
         repeat=repeat,
@@ -164,9 +167,9 @@ def prog_test_run(
         ctx = XdpMd(data_end=len(frame), ingress_ifindex=ingress_ifindex, rx_queue_index=rx_queue_index)
         opts.ctx_in = ctypes.cast(ctypes.pointer(ctx), ctypes.c_void_p)
         opts.ctx_size_in = ctypes.sizeof(XdpMd)
-        # The output starts at data_meta; ctx_out.data says where the frame begins.
-        opts.ctx_out = ctypes.cast(ctypes.pointer(ctx_out), ctypes.c_void_p)
-        opts.ctx_size_out = ctypes.sizeof(XdpMd)
+        if not live:  # the output starts at data_meta; ctx_out.data says where the frame begins
+            opts.ctx_out = ctypes.cast(ctypes.pointer(ctx_out), ctypes.c_void_p)
+            opts.ctx_size_out = ctypes.sizeof(XdpMd)
     rc = _libbpf_test_run()(prog_fd, ctypes.byref(opts))
     if rc != 0:
         err = -rc if rc < 0 else ctypes.get_errno()
@@ -176,7 +179,7 @@ def prog_test_run(
             + (" (ingress_ifindex must exist in this network namespace)" if err == errno_mod.ENODEV else "")
         )
     raw = data_out.raw[: opts.data_size_out]
-    meta_len = ctx_out.data - ctx_out.data_meta if ctx is not None else 0
+    meta_len = ctx_out.data - ctx_out.data_meta if ctx is not None and not live else 0
     return RunResult(opts.retval, raw[meta_len:], opts.duration, raw[:meta_len])
 
 

@@ -35,13 +35,15 @@ from .engine import Counters, Engine, Output, Result
 from .maps.abi import ROLE_CODE, Sizes, cflags
 from .maps.classifier import ClassifierMaps
 from .maps.counters import CounterMaps
+from .maps.dns import DnsMaps
 from .maps.flows import FlowMaps
 from .maps.ports import PortEntry, PortMaps
 from .maps.ruleset import RulesetMaps
 from .reasons import REASON_VERDICT, Reason, Verdict
 from .ruleset import PORT_STACK, CompiledRuleSet
 from .tables import build_tables
-from .testrun import XDP_DROP, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS, XDP_REDIRECT, prog_test_run
+from ..dns.table import AnswerTable
+from .testrun import XDP_DROP, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS, XDP_REDIRECT, XDP_TX, prog_test_run
 from . import links
 
 __all__ = ["XdpEngine", "program_text", "EBPF_DIR", "MIRROR_IFNAMES"]
@@ -57,6 +59,7 @@ _SYS_MEMBARRIER = 324  # x86_64
 _MEMBARRIER_CMD_GLOBAL = 1
 _META_BYTES = 16  # struct mep_meta
 _META_REVERSE = 1
+MEP_PROG_DNS = 0  # ebpf/consts.h: the slot of mep_xdp_dns in mep_progs
 
 
 def program_text() -> str:
@@ -120,6 +123,11 @@ class XdpEngine(Engine):
                 self._generation = max(self._rules.half_state(h).generation for h in (0, 1))
                 slots = self._rules.counter_slots(active)
             self._counters = CounterMaps(self._bpf, self._sizes.rules, slots)
+            self._dns = DnsMaps(self._bpf["mep_dns"], self._bpf["mep_dns_counters"], self._bpf["mep_dns_cfg"],
+                                self._sizes.dns_names, contents_known=not adopted)
+            if adopted:
+                self._dns.adopt(self._rules.active())
+            self._dns_on = self._dns.set_listen(config.dns)
             self._flows = FlowMaps(self._bpf)
             self._ports = PortMaps(self._bpf)
             self._port_ifindex: dict[int, int] = {}
@@ -140,9 +148,12 @@ class XdpEngine(Engine):
             raise LoadError(f"bcc could not compile {EBPF_DIR / 'mep.c'}: {exc}") from exc
         try:
             self._xdp_fn = bpf.load_func(b"mep_xdp", self._BPF.XDP)
+            self._dns_fn = bpf.load_func(b"mep_xdp_dns", self._BPF.XDP)
             self._tc_fn = bpf.load_func(b"mep_tc_duplicate", self._BPF.SCHED_CLS)
         except Exception as exc:
             raise LoadError(f"the verifier refused the program (log above, cflags {' '.join(self._cflags)}): {exc}")
+        # mep_progs (the tail-call table) belongs to the loader: it holds this load's programs.
+        bpf["mep_progs"][ctypes.c_int(MEP_PROG_DNS)] = ctypes.c_int(self._dns_fn.fd)
         return bpf
 
     def _attach_xdp(self, ifname: str, ifindex: int) -> None:
@@ -185,7 +196,7 @@ class XdpEngine(Engine):
         self._ports.set_ports(entries)
         near, far = [], []
         for near_name, far_name in MIRROR_IFNAMES:
-            n, f = links.ensure_veth(near_name, far_name)
+            n, f = links.ensure_veth(near_name, far_name, ipv6=False)  # only copies may arrive there
             near.append(n.ifindex)
             far.append(f.ifindex)
             self._attach_xdp(far_name, f.ifindex)
@@ -218,6 +229,7 @@ class XdpEngine(Engine):
         generation = self._generation + 1
         with links.in_netns(self._netns):
             layout = self._classifier.write(half, tables)
+            self._dns.write(half, AnswerTable(ruleset.dns_rules))
             self._rules.write(half, ruleset, layout, slots, generation)
             # Metadata for every frame only until the next rule set (see process()).
             self._rules.flip(half, meta_all=False)
@@ -227,7 +239,11 @@ class XdpEngine(Engine):
         self._grace.start()
 
     def counters(self) -> Counters:
-        return self._counters.read()
+        """Per-rule counters include the DNS rules the XDP responder answered (one id space)."""
+        counters = self._counters.read()
+        for rule_id, hits in self._dns.read().answers.items():
+            counters.rules[rule_id] = hits
+        return counters
 
     def describe(self) -> dict[str, Any]:
         rs = self._ruleset
@@ -237,6 +253,7 @@ class XdpEngine(Engine):
             "ruleset_generation": rs.generation if rs else None,
             "rules": len(rs.rules) if rs else 0,
             "xdp_modes": dict(self._modes),
+            "dns_responder": self._dns_on,
             "pin_dir": str(self._pin_dir),
             "capacity": {"rules": self._sizes.rules, "filters": self._sizes.filters,
                          "vectors": self._sizes.vectors, "flows": self._sizes.flows},
@@ -279,6 +296,8 @@ class XdpEngine(Engine):
             outputs.append(Output(PORT_STACK, out))
         elif retval == XDP_REDIRECT:
             outputs.append(Output(port, out))
+        elif retval == XDP_TX:
+            outputs.append(Output(ingress, out))
         elif retval != XDP_DROP:
             raise DataplaneError(f"unexpected XDP action {retval} for reason {reason_e.name}")
         if verdict_e == Verdict.DUPLICATE:

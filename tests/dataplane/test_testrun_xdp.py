@@ -5,7 +5,14 @@ from typing import Iterator
 
 import pytest
 
-from mep.dataplane.testrun import PROBE_ETHERTYPE, XDP_PASS, XDP_TX, ProbeProgram, prog_test_run
+from mep.dataplane.testrun import (
+    BPF_F_TEST_XDP_LIVE_FRAMES,
+    PROBE_ETHERTYPE,
+    XDP_PASS,
+    XDP_TX,
+    ProbeProgram,
+    prog_test_run,
+)
 from mep.errors import DataplaneError
 
 pytestmark = pytest.mark.needs_bpf
@@ -39,6 +46,14 @@ def test_other_frames_pass_unchanged(probe: ProbeProgram) -> None:
 def test_ingress_ifindex_context(probe: ProbeProgram) -> None:
     # lo (ifindex 1) exists in every network namespace.
     assert prog_test_run(probe.fd, frame(PROBE_ETHERTYPE), ingress_ifindex=1).retval == XDP_TX
+
+
+@pytest.mark.parametrize("ingress", [None, 1], ids=["no-context", "ingress-lo"])
+def test_live_frames_go_out_and_leave_no_output(probe: ProbeProgram, ingress: int | None) -> None:
+    # The kernel refuses an output buffer in live mode, with or without an xdp_md context.
+    result = prog_test_run(probe.fd, frame(0x0800), ingress_ifindex=ingress, repeat=8,
+                           flags=BPF_F_TEST_XDP_LIVE_FRAMES)
+    assert (result.output, result.meta) == (b"", b"")
 
 
 def test_repeat_reports_a_duration(probe: ProbeProgram) -> None:

@@ -170,6 +170,30 @@ struct counter_val {
 	__u64 bytes;
 };
 
+/* mep_dns: the answer to one (half, QTYPE, question name) (docs/dns-xdp.md). */
+struct dns_key {
+	__u8 half;                       /* the rule-set half (mep_state.active) */
+	__u8 pad;
+	__u16 qtype;                     /* network order, as in the question */
+	__u8 qname[MEP_DNS_NAME_BYTES];  /* wire form through the root label, A-Z folded to a-z, rest zero */
+};
+
+struct dns_val {
+	__u32 rule_id;                   /* the DNS rule answered; 0: NODATA */
+	__u32 counter;                   /* slot in mep_dns_counters; 0: the NODATA slot */
+	__u16 rr_bytes;                  /* bytes of rr to append: 16 (A), 28 (AAAA), 0 (NODATA) */
+	__u16 pad;
+	__u8 rr[MEP_DNS_RR_BYTES];       /* the answer record exactly as it goes on the wire */
+};
+
+/* mep_dns_cfg[0]: where the responder answers (dns.listen). */
+struct dns_cfg {
+	union mep_addr addr;             /* IPv4 in the first 4 bytes */
+	__u16 port;                      /* network order */
+	__u8 family;                     /* 4 or 6; 0: the XDP responder is off */
+	__u8 pad;
+};
+
 /* XDP metadata in front of every frame the program passes on or redirects:
  * read by the TC program (DUPLICATE copies) and by test-run callers. */
 struct mep_meta {

@@ -76,11 +76,12 @@ static __always_inline int patch_csum(void *data_end, __u8 *at, const __u8 *old,
 	return 0;
 }
 
-/* Replace the destination (or source) address of the user datagram at ip_off. */
+/* Replace the destination (or source) address of the user datagram at ip_off.
+ * `old` is 16 bytes of working memory (scratch: the stack is full). */
 static __always_inline int rewrite_addr(void *data, void *data_end, __u32 ip_off, const struct ip_info *u,
-					const union mep_addr *addr, int source)
+					const union mep_addr *addr, int source, __u8 *old)
 {
-	__u8 old[16] = {}, *ip = data + (ip_off & MEP_MAX_OFF), *l4;
+	__u8 *ip = data + (ip_off & MEP_MAX_OFF), *l4;
 	__u32 at, words, l4_rel;
 	int rc;
 
@@ -128,7 +129,7 @@ static __always_inline int rewrite_addr(void *data, void *data_end, __u32 ip_off
 static __always_inline int udp6_csum(struct xdp_md *ctx, __u8 *buf, __u32 ip_off, __u32 udp_len)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	__u32 pseudo[10] = {};
+	__u32 *pseudo = (__u32 *)buf;  /* summed before buf holds the payload */
 	/* 64-bit on purpose: with __u32 clang passed a register whose upper half
 	 * the verifier could not bound ("R4 min value is negative"). */
 	__u64 off = ip_off + 40, left = udp_len, n, padded;
@@ -142,7 +143,7 @@ static __always_inline int udp6_csum(struct xdp_md *ctx, __u8 *buf, __u32 ip_off
 	__builtin_memcpy(pseudo, ip6 + 8, 32);
 	pseudo[8] = bpf_htonl(udp_len);
 	pseudo[9] = bpf_htonl(IPPROTO_UDP);
-	acc = (__u32)bpf_csum_diff(0, 0, pseudo, sizeof(pseudo), 0);
+	acc = (__u32)bpf_csum_diff(0, 0, (__be32 *)pseudo, 40, 0);
 	for (i = 0; i < MEP_MAX_CSUM_BYTES / MEP_CSUM_CHUNK + 1; i++) {
 		if (!left)
 			break;
@@ -264,7 +265,7 @@ static __always_inline int build_target(struct xdp_md *ctx, const struct pkt *p,
 		rc = write_eth(data, data_end, t->dst_mac, t->src_mac, 0, 0, p->user.family);
 		if (rc || !t->rewrite)
 			return rc;
-		return rewrite_addr(data, data_end, ETH_HLEN_BYTES, &p->user, &t->new_dst, 0);
+		return rewrite_addr(data, data_end, ETH_HLEN_BYTES, &p->user, &t->new_dst, 0, csum_buf);
 	}
 	ip_len = outer_ip_len(t->family);
 	hdr_len = tunnel_header_len(t, p);
@@ -302,7 +303,8 @@ static __always_inline int build_target(struct xdp_md *ctx, const struct pkt *p,
 }
 
 /* A reply through flow state: back out the forward packet's port, rewrite undone. */
-static __always_inline int build_flow_reply(struct xdp_md *ctx, const struct pkt *p, const struct flow_val *e)
+static __always_inline int build_flow_reply(struct xdp_md *ctx, const struct pkt *p, const struct flow_val *e,
+					    __u8 *tmp)
 {
 	void *data, *data_end;
 	__u32 head = ETH_HLEN_BYTES + (e->has_vlan ? VLAN_HLEN_BYTES : 0);
@@ -316,7 +318,7 @@ static __always_inline int build_flow_reply(struct xdp_md *ctx, const struct pkt
 	rc = write_eth(data, data_end, e->eth_dst, e->eth_src, e->has_vlan, e->vlan_tci, p->user.family);
 	if (rc || !e->restore)
 		return rc;
-	return rewrite_addr(data, data_end, head, &p->user, &e->restore_src, 1);
+	return rewrite_addr(data, data_end, head, &p->user, &e->restore_src, 1, tmp);
 }
 
 #endif /* MEP_ACTIONS_H */

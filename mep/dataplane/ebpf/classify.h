@@ -53,6 +53,8 @@ struct field_values {
 	__u32 rev_slot;
 	__u8 fwd;
 	__u8 rev;
+	__u8 pad[2];
+	struct addr_class_key class_key; /* addr_class()'s LPM key: one per unrolled field on the stack overflowed it */
 };
 
 /* Fills every member of *fv. */
@@ -100,19 +102,20 @@ static __always_inline __u32 value_base(int field)
 
 /* The class of an address field; class 0 (the field's open filters) when
  * absent or no prefix matches. */
-static __always_inline __u32 addr_class(__u32 half, __u32 field, const struct field_values *fv)
+static __always_inline __u32 addr_class(__u32 half, __u32 field, struct field_values *fv)
 {
-	struct addr_class_key key = {};
+	struct addr_class_key *key = &fv->class_key;
 	__u32 *cls;
 
 	if (!fv->addr_family[field])
 		return 0;
-	key.family = fv->addr_family[field];
-	key.prefixlen = 24 + (key.family == 4 ? 32 : 128);
-	key.half = half;
-	key.field = field;
-	__builtin_memcpy(key.addr, fv->addr[field].b, 16);
-	cls = mep_addr_class.lookup(&key);
+	key->family = fv->addr_family[field];
+	key->prefixlen = 24 + (key->family == 4 ? 32 : 128);
+	key->half = half;
+	key->field = field;
+	key->pad = 0;
+	__builtin_memcpy(key->addr, fv->addr[field].b, 16);
+	cls = mep_addr_class.lookup(key);
 	return cls ? *cls : 0;
 }
 
@@ -137,7 +140,7 @@ static __always_inline struct vec *vector_at(__u32 half, __u32 index)
  * half's all-ones vector, whose class 0 is the only class. Every pointer in
  * v[] is non-NULL, so the verifier sees one path through the setup (a
  * pointer that may be NULL per field gave it 2^13 paths). */
-static __always_inline int scan(__u32 half, const struct set_cfg *cfg, const struct field_values *fv,
+static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct field_values *fv,
 				const struct vec *only, __u32 *bit)
 {
 	struct vec *v[MEP_NFIELDS];
@@ -199,16 +202,27 @@ static __always_inline int filter_rule(__u32 half, __u32 bit, __u32 *slot)
 static __always_inline int classify_tables(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
 					   struct field_values *fv, struct cls_result *res)
 {
-	packet_values(p, 0, fv);
-	fv->fwd = scan(half, cfg, fv, 0, &fv->fwd_bit);
-	fv->rev = 0;
-	if (cfg->flow_vector != MEP_NO_VECTOR) {
-		struct vec *flows = vector_at(half, cfg->flow_vector);
+	struct vec *flows = 0;
+	int dir;
 
-		if (flows) {
-			packet_values(p, 1, fv);
-			fv->rev = scan(half, cfg, fv, flows, &fv->rev_bit);
-		}
+	if (cfg->flow_vector != MEP_NO_VECTOR)
+		flows = vector_at(half, cfg->flow_vector);
+	fv->fwd = 0;
+	fv->rev = 0;
+	/* One scan in the program text, run once per direction: two inlined
+	 * copies each kept their 13 vector pointers on the 512-byte stack. */
+#pragma clang loop unroll(disable)
+	for (dir = 0; dir < 2; dir++) {
+		if (dir && !flows)
+			break;
+		int found;
+
+		packet_values(p, dir, fv);
+		found = scan(half, cfg, fv, dir ? flows : 0, dir ? &fv->rev_bit : &fv->fwd_bit);
+		if (dir)
+			fv->rev = found;
+		else
+			fv->fwd = found;
 	}
 	asm volatile("" ::: "memory");
 	if (fv->fwd && !filter_rule(half, fv->fwd_bit, &fv->fwd_slot))

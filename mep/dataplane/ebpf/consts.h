@@ -31,6 +31,9 @@
 #define MEP_GTPU_PORT 2152
 #define MEP_OUTER_TTL 64
 
+/* Slots of mep_progs: programs the entry tail-calls. */
+#define MEP_PROG_DNS 0
+
 /* Port roles (mep/config.py PortRole) and the mirror role of the veths that
  * carry DUPLICATE_* copies from TC back into XDP. */
 #define MEP_ROLE_N6 1

@@ -51,6 +51,17 @@ BPF_DEVMAP(mep_ports, MEP_MAX_PORTS);
 BPF_ARRAY(mep_port_of, struct port_val, MEP_MAX_IFINDEX);
 /* target k of a DUPLICATE rule -> ifindex of mirror k's sending end (TC); writer: maps/ports.py */
 BPF_ARRAY(mep_mirrors, u32, 2);
+/* (half, qtype, qname) -> the answer record; writer: maps/dns.py */
+BPF_TABLE_PINNED("hash", struct dns_key, struct dns_val, mep_dns, MEP_DNS_ENTRIES, MEP_PIN(mep_dns));
+/* counter slot -> per-CPU answered queries and their bytes (slot 0: NODATA answers);
+ * writer: the XDP program, zeroed by maps/dns.py on reuse */
+BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_dns_counters, MEP_MAX_DNS_NAMES + 1,
+		 MEP_PIN(mep_dns_counters));
+/* [0]: the responder's address and port (dns.listen); writer: maps/dns.py at load */
+BPF_ARRAY(mep_dns_cfg, struct dns_cfg, 1);
+/* tail-call targets: [MEP_PROG_DNS] = mep_xdp_dns; writer: xdp.py at load */
+BPF_PROG_ARRAY(mep_progs, 1);
+
 #ifdef MEP_BENCH_NEW_FLOWS
 /* benchmark only (bench/xdp_rules.py): a per-CPU counter that salts every flow
  * cache key, so every packet misses and inserts into a full LRU; writer: the program */

@@ -26,4 +26,5 @@
 #include "classify.h"
 #include "actions.h"
 #include "flow.h"
+#include "dns.h"
 #include "scratch.h"

@@ -5,6 +5,7 @@
  * parse -> flow reply -> (app ports stop here) -> classify -> act, and
  * every path leaves through finish() (counters.h), which counts the
  * decision and writes struct mep_meta in front of the frame.
+ * mep_xdp_dns() is the tail-call target for queries to the DNS responder.
  * Compiled together with mep_tc.c by mep.c.
  */
 
@@ -171,13 +172,15 @@ static __always_inline int process(struct xdp_md *ctx, struct decision *d)
 	if (in && !in->index)
 		in = 0;
 	in_index = in ? in->index : 0;
+	if (in && in->role == MEP_ROLE_N6 && dns_for_us(p))
+		mep_progs.call(ctx, MEP_PROG_DNS);  /* returns only when mep_xdp_dns is not loaded */
 
 	reply = cfg->flow_state ? find_flow_reply(p, half, in_index, &s->flow_key, &rule) : 0;
 	if (reply && rule) {
 		decide_rule(d, rule, 1);
 		if (p->user.len > reply->out_mtu)
 			return drop(d, MEP_DROP_MTU);
-		rc = build_flow_reply(ctx, p, reply);
+		rc = build_flow_reply(ctx, p, reply, s->csum_buf);
 		if (rc)
 			return drop(d, rc);
 		d->reason = MEP_REDIRECT_FLOW_REPLY;
@@ -200,4 +203,23 @@ int mep_xdp(struct xdp_md *ctx)
 	int action = process(ctx, &d);
 
 	return finish(ctx, &d, bytes, action);
+}
+
+/* Queries to the DNS responder (tail-called by mep_xdp, which parsed the
+ * frame into the per-CPU scratch): answered here, or passed to user space. */
+int mep_xdp_dns(struct xdp_md *ctx)
+{
+	struct decision d = {};
+	__u64 bytes = ctx->data_end - ctx->data;
+	struct scratch *s = get_scratch();
+	__u32 zero = 0;
+	struct state_val *st = mep_state.lookup(&zero);
+
+	if (!s || !st)
+		return finish(ctx, &d, bytes, XDP_PASS);
+	d.meta = st->meta_all;
+	if (dns_answer(ctx, &s->p, &s->dns_key, &s->dns_work, st->active & 1, &d))
+		return finish(ctx, &d, bytes, XDP_TX);
+	d.reason = MEP_PASS_DNS_QUERY;
+	return finish(ctx, &d, bytes, XDP_PASS);
 }

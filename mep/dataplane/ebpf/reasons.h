@@ -17,7 +17,8 @@
 	X(MEP_VERDICT_PASS,      0, "to the kernel stack unchanged (default path to the DN)") \
 	X(MEP_VERDICT_DROP,      1, "dropped")                                                 \
 	X(MEP_VERDICT_REDIRECT,  2, "rewritten and sent out a data-plane port")                \
-	X(MEP_VERDICT_DUPLICATE, 3, "passed unchanged, with copies sent out data-plane ports")
+	X(MEP_VERDICT_DUPLICATE, 3, "passed unchanged, with copies sent out data-plane ports") \
+	X(MEP_VERDICT_TX,        4, "answered: sent back out the port it came in on")
 
 #define MEP_REASONS(X)                                                                                     \
 	X(MEP_PASS_NOT_IP,             1, MEP_VERDICT_PASS,      "not IPv4/IPv6 (ARP, LLDP, ...)")             \
@@ -26,9 +27,11 @@
 	X(MEP_PASS_FLOW_REVERSE,       4, MEP_VERDICT_PASS,      "reply of a FORWARD FLOW rule without flow state") \
 	X(MEP_PASS_GTPU_NOT_IP,        5, MEP_VERDICT_PASS,      "GTP-U G-PDU whose payload is not IP")        \
 	X(MEP_PASS_FROM_APP,           6, MEP_VERDICT_PASS,      "from an app port, not a flow reply: not classified") \
+	X(MEP_PASS_DNS_QUERY,          7, MEP_VERDICT_PASS,      "to the MEP's DNS responder, for user space to answer") \
 	X(MEP_REDIRECT_RULE,          10, MEP_VERDICT_REDIRECT,  "FORWARD_* rule")                             \
 	X(MEP_REDIRECT_FLOW_REPLY,    11, MEP_VERDICT_REDIRECT,  "reply of a FORWARD FLOW rule, rewrite undone") \
 	X(MEP_DUPLICATE_RULE,         20, MEP_VERDICT_DUPLICATE, "DUPLICATE_* rule")                           \
+	X(MEP_TX_DNS_ANSWER,          30, MEP_VERDICT_TX,        "DNS rule answered in XDP")                   \
 	X(MEP_DROP_RULE,              40, MEP_VERDICT_DROP,      "DROP rule")                                  \
 	X(MEP_DROP_NO_MATCH,          41, MEP_VERDICT_DROP,      "no rule matched; default action DROP")       \
 	X(MEP_DROP_TRUNCATED_ETH,     42, MEP_VERDICT_DROP,      "frame shorter than an Ethernet/802.1Q header") \

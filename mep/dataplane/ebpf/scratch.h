@@ -17,6 +17,8 @@ struct scratch {
 	struct flow_key flow_key;
 	struct flow_val flow_val;
 	__u8 csum_buf[512 + 4];        /* actions.h udp6_csum: MEP_CSUM_CHUNK + 4 */
+	struct dns_key dns_key;        /* dns.h */
+	struct dns_work dns_work;
 };
 
 /* working memory; writer: the XDP program (never read outside it) */

@@ -15,6 +15,7 @@ ruleset.py             mep_rules, mep_rule_index, mep_sets, mep_state
 counters.py            mep_rule_counters, mep_reason_counters
 ports.py               mep_ports, mep_port_of, mep_mirrors
 flows.py               mep_flows, mep_flow_cache, mep_flow_cache4 (written by the program; read here)
+dns.py                 mep_dns, mep_dns_counters, mep_dns_cfg (the XDP DNS responder; docs/dns-xdp.md)
 =====================  ==========================================================
 
 Key and value types come from bcc's generated Key/Leaf classes of each

@@ -65,6 +65,7 @@ class Sizes:
     vectors: int  # classes of all fields together, per half
     prefixes: int  # LPM entries, both halves
     flows: int
+    dns_names: int = 64
     ports: int = 64
 
     @classmethod
@@ -78,6 +79,7 @@ class Sizes:
             vectors=capacity.filters + capacity.filters // 2 + 1024,
             prefixes=2 * (4 * capacity.filters + 1024),
             flows=capacity.flows,
+            dns_names=capacity.dns_names,
         )
 
     @property
@@ -111,6 +113,7 @@ def cflags(sizes: Sizes, pin_dir: Path, *, debug: bool = False) -> list[str]:
         defs[f"MEP_TARGET_{kind.name}"] = int(kind)
     if debug:
         defs["MEP_DEBUG"] = 1
+    from .dns import dns_cflags  # imported here: maps/dns.py depends on mep.dns, which needs the config
     assert len(ADDRESS_FIELDS) == 4 and all(f < 4 for f in ADDRESS_FIELDS)  # classify.h: f < 4 are addresses
     ebpf = Path(__file__).resolve().parent.parent / "ebpf"
-    return [f"-I{ebpf}"] + [f"-D{k}={v}" for k, v in defs.items()]
+    return [f"-I{ebpf}"] + [f"-D{k}={v}" for k, v in defs.items()] + dns_cflags(sizes.dns_names)

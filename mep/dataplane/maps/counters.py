@@ -5,7 +5,8 @@ generations, so a rule's counters survive updates. A removed rule's slot is
 kept out of use for two more generations (the old half may still point at
 it until the grace period after the next flip), its final totals are kept
 for ``read()``, and it is zeroed before reuse. Per-CPU slots need no atomics;
-sums happen here, in user space.
+sums happen here, in user space. ``SlotCounters`` is that policy for any
+per-CPU ``{packets, bytes}`` array; the DNS answer counters use it too.
 """
 from __future__ import annotations
 
@@ -16,16 +17,28 @@ from ...errors import CapacityError, RuleProblem
 from ..engine import Counters, PacketBytes
 from ..reasons import REASON_VERDICT, Reason
 
-__all__ = ["CounterMaps"]
+__all__ = ["CounterMaps", "SlotCounters", "per_cpu_sum"]
 
 
-class CounterMaps:
-    """Counter slots of one loaded program."""
+def per_cpu_sum(table: Any, index: int) -> PacketBytes:
+    """Sum of the per-CPU ``{packets, bytes}`` values at ``index`` of a BPF_PERCPU_ARRAY."""
+    total = PacketBytes()
+    for per_cpu in table.getvalue(ct.c_uint32(index)):
+        total.packets += per_cpu.packets
+        total.bytes += per_cpu.bytes
+    return total
 
-    def __init__(self, bpf: Any, max_rules: int, slots: dict[int, int] | None = None) -> None:
-        self._rules = bpf["mep_rule_counters"]
-        self._reasons = bpf["mep_reason_counters"]
-        self._max = max_rules
+
+class SlotCounters:
+    """Rule id -> slot in a per-CPU counter array, slots ``first .. first + count - 1``.
+
+    ``capacity_field`` names the configuration limit a CapacityError points at."""
+
+    def __init__(self, table: Any, first: int, count: int, capacity_field: str,
+                 slots: dict[int, int] | None = None) -> None:
+        self._table = table
+        self._range = range(first, first + count)
+        self._field = capacity_field
         self._slots: dict[int, int] = dict(slots or {})  # rule id -> slot
         self._retiring: list[set[int]] = [set(), set()]  # slots freed one and two generations ago
         self._finals: dict[int, PacketBytes] = {}  # totals of removed rules
@@ -34,22 +47,26 @@ class CounterMaps:
     def slots(self) -> dict[int, int]:
         return dict(self._slots)
 
+    def adopt(self, slots: dict[int, int]) -> None:
+        """Take over the slots a previous process gave out (restart adoption)."""
+        self._slots.update(slots)
+
     def assign(self, rule_ids: list[int]) -> dict[int, int]:
         """Slots for the rules of the next generation: existing ones kept, new ones zeroed."""
         wanted = set(rule_ids)
         for rule_id in [r for r in self._slots if r not in wanted]:
             slot = self._slots.pop(rule_id)
-            self._finals[rule_id] = self._sum(slot)
+            self._finals[rule_id] = per_cpu_sum(self._table, slot)
             self._retiring[0].add(slot)
         busy = set(self._slots.values()) | self._retiring[0] | self._retiring[1]
-        free = (s for s in range(self._max) if s not in busy)
+        free = (s for s in self._range if s not in busy)
         for rule_id in rule_ids:
             if rule_id in self._slots:
                 continue
             found = next(free, None)
             if found is None:
-                raise CapacityError([RuleProblem("*", "*", "dataplane.capacity.rules",
-                                                 f"no free counter slot among {self._max}")])
+                raise CapacityError([RuleProblem("*", "*", self._field,
+                                                 f"no free counter slot among {len(self._range)}")])
             self._zero(found)
             self._slots[rule_id] = found
             self._finals.pop(rule_id, None)
@@ -57,29 +74,36 @@ class CounterMaps:
         return dict(self._slots)
 
     def _zero(self, slot: int) -> None:
-        leaf = self._rules.Leaf
-        ncpu = len(self._rules.getvalue(ct.c_uint32(slot)))
-        values = (leaf * ncpu)()
-        self._rules[ct.c_uint32(slot)] = values
+        ncpu = len(self._table.getvalue(ct.c_uint32(slot)))
+        self._table[ct.c_uint32(slot)] = (self._table.Leaf * ncpu)()
 
-    def _sum(self, slot: int) -> PacketBytes:
-        total = PacketBytes()
-        for per_cpu in self._rules.getvalue(ct.c_uint32(slot)):
-            total.packets += per_cpu.packets
-            total.bytes += per_cpu.bytes
-        return total
+    def read(self) -> dict[int, PacketBytes]:
+        """Totals per rule id; removed rules keep their final totals."""
+        out = {rule_id: PacketBytes(t.packets, t.bytes) for rule_id, t in self._finals.items()}
+        for rule_id, slot in self._slots.items():
+            out[rule_id] = per_cpu_sum(self._table, slot)
+        return out
+
+
+class CounterMaps:
+    """Counter slots of one loaded program."""
+
+    def __init__(self, bpf: Any, max_rules: int, slots: dict[int, int] | None = None) -> None:
+        self._rules = SlotCounters(bpf["mep_rule_counters"], 0, max_rules, "dataplane.capacity.rules", slots)
+        self._reasons = bpf["mep_reason_counters"]
+
+    @property
+    def slots(self) -> dict[int, int]:
+        return self._rules.slots
+
+    def assign(self, rule_ids: list[int]) -> dict[int, int]:
+        return self._rules.assign(rule_ids)
 
     def read(self) -> Counters:
         counters = Counters()
-        for rule_id, totals in self._finals.items():
-            counters.rules[rule_id] = PacketBytes(totals.packets, totals.bytes)
-        for rule_id, slot in self._slots.items():
-            counters.rules[rule_id] = self._sum(slot)
+        counters.rules.update(self._rules.read())
         for reason in Reason:
-            pb = PacketBytes()
-            for per_cpu in self._reasons.getvalue(ct.c_uint32(int(reason))):
-                pb.packets += per_cpu.packets
-                pb.bytes += per_cpu.bytes
+            pb = per_cpu_sum(self._reasons, int(reason))
             if pb.packets:
                 counters.reasons[reason] = pb
                 v = counters.verdicts[REASON_VERDICT[reason]]
