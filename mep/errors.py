@@ -13,7 +13,9 @@
     ├── Conflict                     409   ALREADY_EXISTS
     │   └── InvalidTransition        409   FAILED_PRECONDITION  app lifecycle
     ├── PreconditionFailed           412   FAILED_PRECONDITION  If-Match / generation
+    ├── TooBusy                      429   RESOURCE_EXHAUSTED   a bounded resource is full (streams, backlog)
     ├── StoreUnavailable             503   UNAVAILABLE
+    ├── PeerUnavailable              503   UNAVAILABLE          a MEP (for MEPM) does not answer
     └── DataplaneError               500   INTERNAL
         ├── LoadError                       verifier log + XDP mode tried
         ├── AttachError
@@ -39,7 +41,9 @@ __all__ = [
     "Conflict",
     "InvalidTransition",
     "PreconditionFailed",
+    "TooBusy",
     "StoreUnavailable",
+    "PeerUnavailable",
     "DataplaneError",
     "LoadError",
     "AttachError",
@@ -142,10 +146,22 @@ class PreconditionFailed(MepError):
     title = "Precondition failed"
 
 
+class TooBusy(MepError):
+    http_status = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+    title = "Too busy"
+
+
 class StoreUnavailable(MepError):
     http_status = 503
     grpc_code = "UNAVAILABLE"
     title = "State store unavailable"
+
+
+class PeerUnavailable(MepError):
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+    title = "Peer unavailable"
 
 
 class DataplaneError(MepError):

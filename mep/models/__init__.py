@@ -2,6 +2,8 @@
 
 ``SCHEMAS`` maps each schema name of the two OpenAPI files in
 mep/mp1/etsi/ to the class that models it; tests walk the YAML through it.
+The MEC 010-2 types an app's configuration carries over Mm5 (``ServiceDependency``)
+are in app_descriptor.py.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pydantic import BaseModel
 
 from . import app_support as _app
 from . import service_mgmt as _svc
+from .app_descriptor import ServiceDependency, TransportDependency, TransportDescriptor
 from .app_support import *  # noqa: F403
 from .base import EtsiModel
 from .common import LinkType, ProblemDetails, Self
@@ -26,6 +29,9 @@ __all__ = [
     "PortRange",
     "Protocol",
     "VlanId",
+    "ServiceDependency",
+    "TransportDependency",
+    "TransportDescriptor",
     "SCHEMAS",
     *_app.__all__,
     *_svc.__all__,

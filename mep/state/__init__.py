@@ -10,7 +10,9 @@ from ..config import StoreConfig
 from .etcd import EtcdStore
 from .lifecycle import ENFORCED_STATES, AppState, LifecycleEvent, next_state
 from .records import (
+    MAX_TASKS_PER_APP,
     AppConfig,
+    AppCredentials,
     AppInstance,
     EventKind,
     EventOp,
@@ -19,15 +21,18 @@ from .records import (
     StoredDnsRule,
     StoredService,
     StoredSubscription,
+    StoredTask,
     StoredTrafficRule,
     StoreEvent,
     SubscriptionKind,
+    TaskState,
 )
 from .sqlite import SqliteStore
-from .store import Store
+from .store import SnapshotCheck, Store
 
 __all__ = [
     "Store",
+    "SnapshotCheck",
     "SqliteStore",
     "EtcdStore",
     "open_store",
@@ -38,6 +43,10 @@ __all__ = [
     "Record",
     "AppInstance",
     "AppConfig",
+    "AppCredentials",
+    "StoredTask",
+    "TaskState",
+    "MAX_TASKS_PER_APP",
     "StoredTrafficRule",
     "StoredDnsRule",
     "StoredService",

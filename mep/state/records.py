@@ -7,11 +7,11 @@ a generation check compares against.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..models import DnsRule, ServiceInfo, TrafficRule
+from ..models import DnsRule, ServiceDependency, ServiceInfo, TrafficRule
 from .lifecycle import AppState
 
 __all__ = [
@@ -26,7 +26,11 @@ __all__ = [
     "EventOp",
     "StoreEvent",
     "Snapshot",
+    "AppCredentials",
     "AppConfig",
+    "TaskState",
+    "StoredTask",
+    "MAX_TASKS_PER_APP",
 ]
 
 
@@ -54,6 +58,8 @@ class AppInstance(Record):
     # hash of the secret (mep/mp1 owns the format); empty: none issued yet.
     client_id: str = ""
     client_secret_hash: str = ""
+    # MEC 010-2 appServiceRequired, as pushed with the configuration (Mm5).
+    required_services: tuple[ServiceDependency, ...] = ()
     created_at: float = 0.0
     updated_at: float = 0.0
 
@@ -90,12 +96,52 @@ class StoredSubscription(Record):
     body: dict[str, Any]  # the subscription's wire form, _links filled in
 
 
+class TaskState(StrEnum):
+    """Where an Mm5 configuration task is: PENDING -> APPLYING -> ACTIVE, or -> FAILED -> REVERTED."""
+
+    PENDING = "PENDING"  # accepted, waiting for the app's previous task
+    APPLYING = "APPLYING"  # being written to the store and compiled into the data plane
+    ACTIVE = "ACTIVE"  # final: the configuration is in the rule set in force
+    FAILED = "FAILED"  # the data plane refused it; the previous version is being restored
+    REVERTED = "REVERTED"  # final: the store holds the previous version again
+
+    @property
+    def final(self) -> bool:
+        """ACTIVE and REVERTED end a task."""
+        return self in (TaskState.ACTIVE, TaskState.REVERTED)
+
+
+# Task records kept per app: the oldest finished ones are dropped beyond this,
+# but never the newest ACTIVE one (it describes the configuration in force).
+MAX_TASKS_PER_APP = 16
+
+
+class StoredTask(Record):
+    """One Mm5 ApplyConfiguration of one app, kept so its outcome survives a restart."""
+
+    task_id: str = Field(min_length=1, max_length=64)
+    app_instance_id: str
+    seq: int = Field(ge=1)  # per app, in order of acceptance
+    generation: int = Field(ge=1)
+    digest: str  # of the configuration as requested: the same generation and digest is the same request
+    state: TaskState = TaskState.PENDING
+    # (state, unix time) for every state the task has been in, oldest first.
+    history: tuple[tuple[TaskState, float], ...] = ()
+    detail: str = ""  # why it failed, or a note on how it ended
+    config_revision: int = 0  # store revision of its configuration write; 0: not written
+    previous_generation: int = 0  # what a revert returns the app to
+    # The app's configuration before this task: the revert point. Kept only
+    # while the task is unfinished, so a restart mid-task can still revert.
+    revert_to: Optional["AppConfig"] = None
+
+
 class EventKind(StrEnum):
     APP = "app"
     TRAFFIC_RULE = "traffic_rule"
     DNS_RULE = "dns_rule"
     SERVICE = "service"
     SUBSCRIPTION = "subscription"
+    TASK = "task"
 
 
 class EventOp(StrEnum):
@@ -128,6 +174,15 @@ class Snapshot(BaseModel):
     dns_rules: tuple[StoredDnsRule, ...]
 
 
+class AppCredentials(BaseModel):
+    """An app's Mp1 client id and secret hash (mep.credentials); empty strings: none."""
+
+    model_config = ConfigDict(frozen=True)
+
+    client_id: str = Field(default="", max_length=256)
+    client_secret_hash: str = Field(default="", max_length=512)
+
+
 class AppConfig(BaseModel):
     """The whole configuration of one app, replaced atomically (Mm5 ApplyConfiguration)."""
 
@@ -135,4 +190,9 @@ class AppConfig(BaseModel):
 
     traffic_rules: tuple[TrafficRule, ...] = ()
     dns_rules: tuple[DnsRule, ...] = ()
-    services: tuple[ServiceInfo, ...] = ()
+    services: tuple[ServiceInfo, ...] = ()  # produced (MEC 010-2 appServiceProduced)
+    required_services: tuple[ServiceDependency, ...] = ()  # MEC 010-2 appServiceRequired
+    credentials: Optional[AppCredentials] = None  # None: keep the app's credentials as they are
+
+
+StoredTask.model_rebuild()

@@ -24,27 +24,39 @@ Contract shared by both backends:
   such subscriber.
 - **Errors.** Unknown ids raise NotFound, duplicates Conflict, lifecycle
   violations InvalidTransition, an unreachable backend StoreUnavailable.
+- **Checks.** Writes that can change what the data plane enforces take an
+  optional ``check``: it is awaited with the Snapshot the write would
+  produce, inside the write (no other write of this store can come between
+  the check and the commit). If it raises, nothing is written and the
+  exception propagates. Mp1 passes the daemon's compiler here, so a rule set
+  the compiler would refuse is never committed.
 """
 from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 
 from ..models import DnsRule, ServiceInfo, TrafficRule
 from .lifecycle import LifecycleEvent
 from .records import (
     AppConfig,
     AppInstance,
+    EventKind,
     Snapshot,
     StoredDnsRule,
     StoredService,
     StoredSubscription,
+    StoredTask,
     StoredTrafficRule,
     StoreEvent,
     SubscriptionKind,
 )
 
-__all__ = ["Store"]
+__all__ = ["Store", "SnapshotCheck"]
+
+# Awaited with the snapshot a write would produce; raising refuses the write.
+SnapshotCheck = Callable[[Snapshot], Awaitable[None]]
 
 
 class Store(abc.ABC):
@@ -91,7 +103,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def transition_app(
-        self, app_instance_id: str, event: LifecycleEvent, *, expected_revision: int | None = None
+        self,
+        app_instance_id: str,
+        event: LifecycleEvent,
+        *,
+        expected_revision: int | None = None,
+        check: SnapshotCheck | None = None,
     ) -> AppInstance:
         """Apply a lifecycle event (lifecycle.next_state); InvalidTransition if not allowed."""
 
@@ -105,7 +122,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def replace_app_config(
-        self, app_instance_id: str, config: AppConfig, *, generation: int
+        self, app_instance_id: str, config: AppConfig, *, generation: int, check: SnapshotCheck | None = None
     ) -> AppInstance:
         """Replace the app's rules and services atomically and set ``config_generation``.
 
@@ -114,10 +131,52 @@ class Store(abc.ABC):
         no-op (no revision, no event); a lower one raises PreconditionFailed.
         """
 
+    @abc.abstractmethod
+    async def reset_app_config(
+        self, app_instance_id: str, config: AppConfig, *, generation: int, expected_generation: int
+    ) -> AppInstance:
+        """Put the app back to an earlier configuration: as ``replace_app_config``, but ``generation``
+        may be lower than the applied one.
+
+        Only while the app is at ``expected_generation``, else PreconditionFailed
+        (a newer configuration has been applied since, and it stands). Mm5 uses
+        it to revert a configuration the data plane failed to apply.
+        """
+
+    @abc.abstractmethod
+    async def clear_app(self, app_instance_id: str, kinds: Iterable[EventKind]) -> int:
+        """Delete every traffic rule, DNS rule, service or subscription (per ``kinds``) of the app
+        in one write; the app itself stays. Returns how many records went (0: no write, no event).
+        NotFound if the app is unknown."""
+
+    # -- Mm5 configuration tasks ------------------------------------------
+    @abc.abstractmethod
+    async def put_task(self, task: StoredTask) -> StoredTask:
+        """Create or replace ``task`` (by task_id) under its app; NotFound if the app is unknown.
+
+        The store appends ``(state, time)`` to the task's history when its state
+        changes, and keeps at most MAX_TASKS_PER_APP tasks per app, dropping the
+        oldest finished ones first but never the app's newest ACTIVE task.
+        Deleting the app deletes its tasks.
+        """
+
+    @abc.abstractmethod
+    def get_task(self, task_id: str) -> StoredTask:
+        """The task, whichever app it belongs to; NotFound if unknown."""
+
+    @abc.abstractmethod
+    def list_tasks(self, app_instance_id: str) -> list[StoredTask]:
+        """The app's tasks in order of acceptance (seq); NotFound if the app is unknown."""
+
     # -- traffic rules ----------------------------------------------------
     @abc.abstractmethod
     async def put_traffic_rule(
-        self, app_instance_id: str, rule: TrafficRule, *, expected_revision: int | None = None
+        self,
+        app_instance_id: str,
+        rule: TrafficRule,
+        *,
+        expected_revision: int | None = None,
+        check: SnapshotCheck | None = None,
     ) -> StoredTrafficRule:
         """Create or replace the rule named by ``rule.trafficRuleId``; NotFound if the app is unknown."""
 
@@ -136,7 +195,12 @@ class Store(abc.ABC):
     # -- DNS rules ----------------------------------------------------------
     @abc.abstractmethod
     async def put_dns_rule(
-        self, app_instance_id: str, rule: DnsRule, *, expected_revision: int | None = None
+        self,
+        app_instance_id: str,
+        rule: DnsRule,
+        *,
+        expected_revision: int | None = None,
+        check: SnapshotCheck | None = None,
     ) -> StoredDnsRule:
         """Create or replace; Conflict if another app has an ACTIVE rule for the same domainName."""
 
@@ -169,9 +233,10 @@ class Store(abc.ABC):
     # -- subscriptions ----------------------------------------------------------
     @abc.abstractmethod
     async def create_subscription(
-        self, app_instance_id: str, kind: SubscriptionKind, body: dict[str, object]
+        self, app_instance_id: str, kind: SubscriptionKind, body: dict[str, object], *, subscription_id: str | None = None
     ) -> StoredSubscription:
-        """Store a subscription under a new id; NotFound if the app is unknown."""
+        """Store a subscription under ``subscription_id`` (chosen by the caller, so that ``body`` can link
+        to it; Conflict if the app already has it) or a new uuid4; NotFound if the app is unknown."""
 
     @abc.abstractmethod
     def get_subscription(self, app_instance_id: str, subscription_id: str) -> StoredSubscription: ...

@@ -38,6 +38,7 @@ from ..errors import Conflict, InvalidInput, NotFound, PreconditionFailed, Store
 from ..models import DnsRule, DnsRuleState, ServiceInfo, TrafficRule
 from .lifecycle import LifecycleEvent, next_state
 from .records import (
+    MAX_TASKS_PER_APP,
     AppConfig,
     AppInstance,
     EventKind,
@@ -47,11 +48,13 @@ from .records import (
     StoredDnsRule,
     StoredService,
     StoredSubscription,
+    StoredTask,
     StoredTrafficRule,
     StoreEvent,
     SubscriptionKind,
+    TaskState,
 )
-from .store import Store
+from .store import SnapshotCheck, Store
 
 __all__ = [
     "CHILD_KINDS",
@@ -70,7 +73,7 @@ T = TypeVar("T")
 R = TypeVar("R", bound=Record)
 
 # The record kinds an app owns, in the order their events are emitted.
-CHILD_KINDS = (EventKind.TRAFFIC_RULE, EventKind.DNS_RULE, EventKind.SERVICE, EventKind.SUBSCRIPTION)
+CHILD_KINDS = (EventKind.TRAFFIC_RULE, EventKind.DNS_RULE, EventKind.SERVICE, EventKind.SUBSCRIPTION, EventKind.TASK)
 
 _RECORD_TYPES: dict[EventKind, type[Record]] = {
     EventKind.APP: AppInstance,
@@ -78,6 +81,7 @@ _RECORD_TYPES: dict[EventKind, type[Record]] = {
     EventKind.DNS_RULE: StoredDnsRule,
     EventKind.SERVICE: StoredService,
     EventKind.SUBSCRIPTION: StoredSubscription,
+    EventKind.TASK: StoredTask,
 }
 _KIND_OF = {cls: kind for kind, cls in _RECORD_TYPES.items()}
 # AppRecords field holding each child kind, by trafficRuleId/dnsRuleId/serInstanceId/subscription id.
@@ -86,6 +90,7 @@ _FIELD = {
     EventKind.DNS_RULE: "dns_rules",
     EventKind.SERVICE: "services",
     EventKind.SUBSCRIPTION: "subscriptions",
+    EventKind.TASK: "tasks",
 }
 # For error details: what a child is called, and the request field naming it.
 _NOUN = {
@@ -93,12 +98,14 @@ _NOUN = {
     EventKind.DNS_RULE: "DNS rule",
     EventKind.SERVICE: "service",
     EventKind.SUBSCRIPTION: "subscription",
+    EventKind.TASK: "task",
 }
 _ID_FIELD = {
     EventKind.TRAFFIC_RULE: "trafficRuleId",
     EventKind.DNS_RULE: "dnsRuleId",
     EventKind.SERVICE: "serInstanceId",
     EventKind.SUBSCRIPTION: "subscriptionId",
+    EventKind.TASK: "taskId",
 }
 
 
@@ -145,6 +152,8 @@ def _record_key(record: Record) -> str:
             return record.service.serInstanceId or ""
         case StoredSubscription():
             return record.subscription_id
+        case StoredTask():
+            return record.task_id
     raise TypeError(f"not a stored record: {type(record).__name__}")
 
 
@@ -171,6 +180,7 @@ class AppRecords:
     dns_rules: Mapping[str, StoredDnsRule] = field(default_factory=dict)  # by dnsRuleId
     services: Mapping[str, StoredService] = field(default_factory=dict)  # by serInstanceId
     subscriptions: Mapping[str, StoredSubscription] = field(default_factory=dict)  # by subscription id
+    tasks: Mapping[str, StoredTask] = field(default_factory=dict)  # by task id (Mm5 configuration tasks)
 
     def children(self, kind: EventKind) -> Mapping[str, Record]:
         """The app's records of one child kind, by key."""
@@ -290,6 +300,27 @@ def _by_rule_id(record: StoredTrafficRule | StoredDnsRule) -> int:
     return record.rule_id
 
 
+def _snapshot_of(by_id: Mapping[str, AppRecords], revision: int) -> Snapshot:
+    """Apps and rules of ``by_id`` as a Snapshot at ``revision``; rules in rule-id order."""
+    apps = [a for _, a in sorted(by_id.items())]
+    return Snapshot.model_construct(
+        revision=revision,
+        apps={a.app.appInstanceId: a.app for a in apps},
+        traffic_rules=tuple(sorted((r for a in apps for r in a.traffic_rules.values()), key=_by_rule_id)),
+        dns_rules=tuple(sorted((r for a in apps for r in a.dns_rules.values()), key=_by_rule_id)),
+    )
+
+
+def _same_config(before: AppRecords, after: AppRecords) -> bool:
+    """True when ``after`` configures the app exactly as ``before`` (rules, services, app record)."""
+    return (after.app, after.traffic_rules, after.dns_rules, after.services) == (
+        before.app,
+        before.traffic_rules,
+        before.dns_rules,
+        before.services,
+    )
+
+
 def _domain_key(name: str) -> str:
     return (name[:-1] if name.endswith(".") else name).lower()
 
@@ -361,14 +392,23 @@ class StateView:
     def snapshot(self) -> Snapshot:
         """Apps and rules at ``self.revision``; rules in rule-id (installation) order. Cached per revision."""
         if self._snapshot is None:
-            apps = [a for _, a in sorted(self._apps.items())]
-            self._snapshot = Snapshot.model_construct(
-                revision=self.revision,
-                apps={a.app.appInstanceId: a.app for a in apps},
-                traffic_rules=tuple(sorted((r for a in apps for r in a.traffic_rules.values()), key=_by_rule_id)),
-                dns_rules=tuple(sorted((r for a in apps for r in a.dns_rules.values()), key=_by_rule_id)),
-            )
+            self._snapshot = _snapshot_of(self._apps, self.revision)
         return self._snapshot
+
+    def keep_snapshot(self, snapshot: Snapshot) -> None:
+        """Use ``snapshot`` (a ``preview`` of the change just applied) as the cached snapshot of this revision."""
+        if snapshot.revision == self.revision:
+            self._snapshot = snapshot
+
+    def preview(self, change: ChangeSet) -> Snapshot:
+        """The snapshot the view would have after ``change``, without applying it."""
+        apps = dict(self._apps)
+        for app_id, after in change.apps.items():
+            if after is None:
+                apps.pop(app_id, None)
+            else:
+                apps[app_id] = after
+        return _snapshot_of(apps, change.revision)
 
     # -- applying ------------------------------------------------------------
     def apply(self, change: ChangeSet) -> bool:
@@ -441,9 +481,7 @@ class StateView:
     ) -> Plan[AppInstance]:
         """Replace the app's Mp1 client credentials; Conflict if another app uses the client id."""
         current = self.app(app_instance_id)
-        for other_id, other in self._apps.items():
-            if other_id != app_instance_id and client_id and other.app.client_id == client_id:
-                raise Conflict(f"client id '{client_id}' belongs to app instance '{other_id}'", field="client_id")
+        self._check_client_id(app_instance_id, client_id)
         record = current.app.model_copy(update={"client_id": client_id, "client_secret_hash": client_secret_hash,
                                                "updated_at": now, "revision": self.revision + 1})
         return self._next(app_instance_id, replace(current, app=record)), record
@@ -456,14 +494,16 @@ class StateView:
     def plan_replace_app_config(
         self, app_instance_id: str, config: AppConfig, *, generation: int, now: float
     ) -> Plan[AppInstance]:
-        """The app's rules and services become ``config``; subscriptions stay.
+        """The app's rules, services, required services and (when given) credentials become ``config``;
+        subscriptions and tasks stay.
 
         A rule whose id survives keeps its rule id, and its revision too if its
         body is unchanged (no event). A service given with a serInstanceId is
         stored under it (Conflict if another app produces that service); one
         given without takes the id of the app's existing service of the same
         serName, so a re-pushed configuration keeps its service ids, or else a
-        new uuid4. Duplicate ids within ``config`` are InvalidInput.
+        new uuid4. Duplicate ids within ``config`` are InvalidInput; a client
+        id another app holds is Conflict.
         ``generation`` lower than the applied one: PreconditionFailed. Equal:
         a no-op when the configuration is identical, else PreconditionFailed
         (one generation cannot name two configurations).
@@ -475,6 +515,43 @@ class StateView:
                 f"configuration generation {generation} is older than the applied generation {applied}",
                 field="generation",
             )
+        after, next_rule_id = self._configured(current, config, generation, now)
+        if generation == applied:
+            if _same_config(current, after):
+                return None, current.app
+            raise PreconditionFailed(
+                f"configuration generation {generation} is already applied with a different configuration",
+                field="generation",
+            )
+        return self._next(app_instance_id, after, next_rule_id), after.app
+
+    def plan_reset_app_config(
+        self, app_instance_id: str, config: AppConfig, *, generation: int, expected_generation: int, now: float
+    ) -> Plan[AppInstance]:
+        """As plan_replace_app_config, but ``generation`` may be lower: the app goes back to an earlier version.
+
+        Only while the app is at ``expected_generation`` (else PreconditionFailed:
+        a newer configuration has arrived since, and it stands). A no-op when
+        nothing would change.
+        """
+        current = self.app(app_instance_id)
+        if current.app.config_generation != expected_generation:
+            raise PreconditionFailed(
+                f"the app is at configuration generation {current.app.config_generation},"
+                f" not at the expected generation {expected_generation}",
+                field="generation",
+            )
+        after, next_rule_id = self._configured(current, config, generation, now)
+        if generation == expected_generation and _same_config(current, after):
+            return None, current.app
+        return self._next(app_instance_id, after, next_rule_id), after.app
+
+    def _configured(
+        self, current: AppRecords, config: AppConfig, generation: int, now: float
+    ) -> tuple[AppRecords, int]:
+        """``current`` with ``config`` at ``generation`` (the rules of plan_replace_app_config), and the
+        rule-id sequence after it."""
+        app_instance_id = current.app.appInstanceId
         revision = self.revision + 1
         ids = _RuleIds(self.next_rule_id)
 
@@ -531,21 +608,38 @@ class StateView:
                 else StoredService(revision=revision, app_instance_id=app_instance_id, service=body)
             )
 
-        unchanged = (traffic_rules, dns_rules, services) == (
-            current.traffic_rules,
-            current.dns_rules,
-            current.services,
-        )
-        if generation == applied:
-            if unchanged:
-                return None, current.app
-            raise PreconditionFailed(
-                f"configuration generation {generation} is already applied with a different configuration",
-                field="generation",
-            )
-        app = current.app.model_copy(update={"config_generation": generation, "updated_at": now, "revision": revision})
+        fields: dict[str, Any] = {"config_generation": generation, "required_services": config.required_services}
+        if config.credentials is not None:
+            self._check_client_id(app_instance_id, config.credentials.client_id)
+            fields.update(config.credentials.model_dump())
+        app = current.app.model_copy(update=fields)
+        if app != current.app:
+            app = app.model_copy(update={"updated_at": now, "revision": revision})
         after = replace(current, app=app, traffic_rules=traffic_rules, dns_rules=dns_rules, services=services)
-        return self._next(app_instance_id, after, ids.next_rule_id), app
+        return after, ids.next_rule_id
+
+    def plan_put_task(self, task: StoredTask, *, now: float) -> Plan[StoredTask]:
+        """Create or replace the task by task_id; NotFound if its app is unknown.
+
+        Beyond MAX_TASKS_PER_APP, the app's oldest finished tasks (by seq) are
+        deleted in the same write, except its newest ACTIVE one.
+        """
+        current = self.app(task.app_instance_id)
+        history = task.history if task.history and task.history[-1][0] is task.state else (
+            *task.history, (task.state, now)
+        )
+        record = task.model_copy(update={"revision": self.revision + 1, "history": history})
+        after = current.with_child(EventKind.TASK, task.task_id, record)
+        tasks = sorted(after.tasks.values(), key=lambda t: t.seq)
+        newest_active = max((t.seq for t in tasks if t.state is TaskState.ACTIVE), default=0)
+        excess = len(tasks) - MAX_TASKS_PER_APP
+        for old in tasks:
+            if excess <= 0:
+                break
+            if old.state.final and old.seq != newest_active and old.task_id != task.task_id:
+                after = after.without_child(EventKind.TASK, old.task_id)
+                excess -= 1
+        return self._next(task.app_instance_id, after), record
 
     def plan_put_traffic_rule(
         self, app_instance_id: str, rule: TrafficRule, *, expected_revision: int | None
@@ -593,13 +687,15 @@ class StateView:
         return self._next(app_instance_id, current.with_child(EventKind.SERVICE, ser_id, record)), record
 
     def plan_create_subscription(
-        self, app_instance_id: str, kind: SubscriptionKind, body: dict[str, object]
+        self, app_instance_id: str, kind: SubscriptionKind, body: dict[str, object], subscription_id: str | None = None
     ) -> Plan[StoredSubscription]:
-        """A new subscription under a new uuid4."""
+        """A new subscription under ``subscription_id`` (Conflict if the app has it) or a new uuid4."""
         current = self.app(app_instance_id)
+        if subscription_id is not None and subscription_id in current.subscriptions:
+            raise Conflict(f"subscription '{subscription_id}' already exists", field="subscriptionId")
         record = StoredSubscription(
             revision=self.revision + 1,
-            subscription_id=str(uuid.uuid4()),
+            subscription_id=subscription_id or str(uuid.uuid4()),
             app_instance_id=app_instance_id,
             kind=kind,
             body=body,
@@ -612,6 +708,23 @@ class StateView:
         current = self.app(app_instance_id)
         _member(current.children(kind), key, kind, app_instance_id)
         return self._next(app_instance_id, current.without_child(kind, key)), None
+
+    def plan_clear_app(self, app_instance_id: str, kinds: Iterable[EventKind]) -> Plan[int]:
+        """Delete every record of ``kinds`` (child kinds only) the app owns; the app stays. Returns how many."""
+        current = self.app(app_instance_id)
+        cleared = {kind: current.children(kind) for kind in kinds if kind is not EventKind.APP}
+        count = sum(len(children) for children in cleared.values())
+        if not count:
+            return None, 0
+        emptied: dict[str, Any] = {_FIELD[kind]: {} for kind in cleared}
+        after = replace(current, **emptied)
+        return self._next(app_instance_id, after), count
+
+    def _check_client_id(self, app_instance_id: str, client_id: str) -> None:
+        """Conflict if another app holds the (non-empty) client id."""
+        for other_id, other in self._apps.items():
+            if other_id != app_instance_id and client_id and other.app.client_id == client_id:
+                raise Conflict(f"client id '{client_id}' belongs to app instance '{other_id}'", field="client_id")
 
     def _check_domain_name(self, app_instance_id: str, rule: DnsRule) -> None:
         """Conflict if ``rule`` is ACTIVE and another app has an ACTIVE rule for the same name
@@ -687,14 +800,26 @@ class ViewStore(Store):
             raise StoreUnavailable("the state store is not open")
         return self._view
 
-    async def _write(self, plan: Callable[[StateView], Plan[T]]) -> T:
+    async def _write(self, plan: Callable[[StateView], Plan[T]], check: SnapshotCheck | None = None) -> T:
         async with self._write_lock:
             while True:
-                change, result = plan(self._state())
+                view = self._state()
+                change, result = plan(view)
                 if change is None:
                     return result
+                checked = None
+                if check is not None:
+                    # Inside the lock: the snapshot checked is exactly the one committed.
+                    checked = view.preview(change)
+                    await check(checked)
+                    if view.revision != change.base_revision:
+                        continue  # another writer's change arrived (etcd watch) while checking: plan again
                 if await self._persist(change):
                     self._apply(change)
+                    if checked is not None:
+                        # snapshot() now returns the very object the check saw, so whoever
+                        # checked it (the daemon compiles it) can recognise it by identity.
+                        view.keep_snapshot(checked)
                     return result
 
     # -- life ----------------------------------------------------------------
@@ -732,13 +857,19 @@ class ViewStore(Store):
         return [a.app for _, a in sorted(self._state().apps.items())]
 
     async def transition_app(
-        self, app_instance_id: str, event: LifecycleEvent, *, expected_revision: int | None = None
+        self,
+        app_instance_id: str,
+        event: LifecycleEvent,
+        *,
+        expected_revision: int | None = None,
+        check: SnapshotCheck | None = None,
     ) -> AppInstance:
         """Apply a lifecycle event (lifecycle.next_state); InvalidTransition if not allowed."""
         return await self._write(
             lambda view: view.plan_transition_app(
                 app_instance_id, event, expected_revision=expected_revision, now=time.time()
-            )
+            ),
+            check,
         )
 
     async def delete_app(self, app_instance_id: str) -> None:
@@ -751,19 +882,42 @@ class ViewStore(Store):
             lambda view: view.plan_set_app_credentials(app_instance_id, client_id, client_secret_hash, now=time.time())
         )
 
-    async def replace_app_config(self, app_instance_id: str, config: AppConfig, *, generation: int) -> AppInstance:
+    async def replace_app_config(
+        self, app_instance_id: str, config: AppConfig, *, generation: int, check: SnapshotCheck | None = None
+    ) -> AppInstance:
         """Replace the app's rules and services atomically (StateView.plan_replace_app_config)."""
         return await self._write(
-            lambda view: view.plan_replace_app_config(app_instance_id, config, generation=generation, now=time.time())
+            lambda view: view.plan_replace_app_config(app_instance_id, config, generation=generation, now=time.time()),
+            check,
         )
+
+    async def reset_app_config(
+        self, app_instance_id: str, config: AppConfig, *, generation: int, expected_generation: int
+    ) -> AppInstance:
+        """Put the app back to an earlier configuration (StateView.plan_reset_app_config)."""
+        return await self._write(
+            lambda view: view.plan_reset_app_config(
+                app_instance_id, config, generation=generation, expected_generation=expected_generation, now=time.time()
+            )
+        )
+
+    async def clear_app(self, app_instance_id: str, kinds: Iterable[EventKind]) -> int:
+        """Delete all the app's records of ``kinds`` in one write (StateView.plan_clear_app)."""
+        return await self._write(lambda view: view.plan_clear_app(app_instance_id, kinds))
 
     # -- traffic rules -------------------------------------------------------
     async def put_traffic_rule(
-        self, app_instance_id: str, rule: TrafficRule, *, expected_revision: int | None = None
+        self,
+        app_instance_id: str,
+        rule: TrafficRule,
+        *,
+        expected_revision: int | None = None,
+        check: SnapshotCheck | None = None,
     ) -> StoredTrafficRule:
         """Create or replace the rule named by ``rule.trafficRuleId``; NotFound if the app is unknown."""
         return await self._write(
-            lambda view: view.plan_put_traffic_rule(app_instance_id, rule, expected_revision=expected_revision)
+            lambda view: view.plan_put_traffic_rule(app_instance_id, rule, expected_revision=expected_revision),
+            check,
         )
 
     def get_traffic_rule(self, app_instance_id: str, traffic_rule_id: str) -> StoredTrafficRule:
@@ -781,11 +935,17 @@ class ViewStore(Store):
 
     # -- DNS rules -------------------------------------------------------------
     async def put_dns_rule(
-        self, app_instance_id: str, rule: DnsRule, *, expected_revision: int | None = None
+        self,
+        app_instance_id: str,
+        rule: DnsRule,
+        *,
+        expected_revision: int | None = None,
+        check: SnapshotCheck | None = None,
     ) -> StoredDnsRule:
         """Create or replace; Conflict if another app has an ACTIVE rule for the same domainName."""
         return await self._write(
-            lambda view: view.plan_put_dns_rule(app_instance_id, rule, expected_revision=expected_revision)
+            lambda view: view.plan_put_dns_rule(app_instance_id, rule, expected_revision=expected_revision),
+            check,
         )
 
     def get_dns_rule(self, app_instance_id: str, dns_rule_id: str) -> StoredDnsRule:
@@ -825,10 +985,12 @@ class ViewStore(Store):
 
     # -- subscriptions -----------------------------------------------------------
     async def create_subscription(
-        self, app_instance_id: str, kind: SubscriptionKind, body: dict[str, object]
+        self, app_instance_id: str, kind: SubscriptionKind, body: dict[str, object], *, subscription_id: str | None = None
     ) -> StoredSubscription:
-        """Store a subscription under a new uuid4; NotFound if the app is unknown."""
-        return await self._write(lambda view: view.plan_create_subscription(app_instance_id, kind, body))
+        """Store a subscription under ``subscription_id`` or a new uuid4; NotFound if the app is unknown."""
+        return await self._write(
+            lambda view: view.plan_create_subscription(app_instance_id, kind, body, subscription_id)
+        )
 
     def get_subscription(self, app_instance_id: str, subscription_id: str) -> StoredSubscription:
         """NotFound if the app is unknown or has no such subscription."""
@@ -851,6 +1013,22 @@ class ViewStore(Store):
         await self._write(
             lambda view: view.plan_delete_child(app_instance_id, EventKind.SUBSCRIPTION, subscription_id)
         )
+
+    # -- Mm5 configuration tasks -------------------------------------------------
+    async def put_task(self, task: StoredTask) -> StoredTask:
+        """Create or replace the task (StateView.plan_put_task)."""
+        return await self._write(lambda view: view.plan_put_task(task, now=time.time()))
+
+    def get_task(self, task_id: str) -> StoredTask:
+        """The task, whichever app it belongs to; NotFound if unknown."""
+        for records in self._state().apps.values():
+            if task_id in records.tasks:
+                return records.tasks[task_id]
+        raise NotFound(f"task '{task_id}' not found", field="taskId")
+
+    def list_tasks(self, app_instance_id: str) -> list[StoredTask]:
+        """The app's tasks, oldest first; NotFound if the app is unknown."""
+        return sorted(self._state().app(app_instance_id).tasks.values(), key=lambda t: t.seq)
 
     def _selected(self, app_instance_id: str | None) -> list[AppRecords]:
         view = self._state()

@@ -1,4 +1,4 @@
-from mep.credentials import hash_secret, new_credentials, verify_secret
+from mep.credentials import hash_secret, is_secret_hash, new_credentials, verify_secret
 
 
 def test_issue_hash_verify() -> None:
@@ -10,3 +10,10 @@ def test_issue_hash_verify() -> None:
     assert not verify_secret(secret + "x", stored)
     assert not verify_secret(secret, "garbage")
     assert hash_secret(secret) != stored  # salted
+
+
+def test_secret_hash_form() -> None:
+    _, secret = new_credentials("app-1")
+    assert is_secret_hash(hash_secret(secret))
+    for bad in ("", secret, "scrypt$$", "md5$AAAA$BBBB", "scrypt$" + "A" * 24 + "$short", "scrypt$!!$??"):
+        assert not is_secret_hash(bad), bad

@@ -401,6 +401,91 @@ async def test_expected_revision_is_if_match(store: Store) -> None:
     await store.put_dns_rule("app1", dns_rule("dr1", ip="198.18.1.2"), expected_revision=dns.revision)
 
 
+@pytest.mark.asyncio
+async def test_check_sees_the_snapshot_the_write_would_commit(store: Store) -> None:
+    await store.create_app(app())
+    await store.transition_app("app1", LifecycleEvent.INSTANTIATE)
+    seen: list[Any] = []
+
+    async def accept(snapshot: Any) -> None:
+        seen.append(snapshot)
+
+    stored = await store.put_traffic_rule("app1", traffic_rule("tr1"), check=accept)
+    assert seen[-1].revision == stored.revision
+    assert [r.rule.trafficRuleId for r in seen[-1].traffic_rules] == ["tr1"]
+    assert seen[-1].traffic_rules[0].rule_id == stored.rule_id
+    assert store.snapshot() is seen[-1]  # the committed snapshot is the very object checked
+
+    await store.put_dns_rule("app1", dns_rule("dr1"), check=accept)
+    assert [r.rule.dnsRuleId for r in seen[-1].dns_rules] == ["dr1"]
+    await store.transition_app("app1", LifecycleEvent.CONFIRM_READY, check=accept)
+    assert seen[-1].apps["app1"].state is AppState.READY
+    await store.replace_app_config("app1", AppConfig(traffic_rules=(traffic_rule("tr2"),)), generation=1, check=accept)
+    assert [r.rule.trafficRuleId for r in seen[-1].traffic_rules] == ["tr2"]
+    assert store.snapshot().model_dump() == seen[-1].model_dump()
+
+
+@pytest.mark.asyncio
+async def test_a_failing_check_refuses_the_write(store: Store) -> None:
+    await store.create_app(app())
+    queue = store.subscribe()
+    revision = store.revision
+
+    async def refuse(snapshot: Any) -> None:
+        raise InvalidInput("refused by the check", field="action")
+
+    writes: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.put_traffic_rule("app1", traffic_rule("tr1"), check=refuse),
+        lambda: store.put_dns_rule("app1", dns_rule("dr1"), check=refuse),
+        lambda: store.transition_app("app1", LifecycleEvent.INSTANTIATE, check=refuse),
+        lambda: store.replace_app_config("app1", AppConfig(traffic_rules=(traffic_rule(),)), generation=1, check=refuse),
+    ]
+    for write in writes:
+        with pytest.raises(InvalidInput, match="refused by the check"):
+            await write()
+    assert store.revision == revision and drain(queue) == []
+    assert store.list_traffic_rules("app1") == [] and store.get_app("app1").state is AppState.NOT_INSTANTIATED
+
+
+@pytest.mark.asyncio
+async def test_clear_app_removes_the_named_kinds_in_one_write(store: Store) -> None:
+    await store.create_app(app())
+    await store.put_traffic_rule("app1", traffic_rule("tr1"))
+    await store.put_traffic_rule("app1", traffic_rule("tr2"))
+    await store.put_dns_rule("app1", dns_rule("dr1"))
+    svc = await store.put_service("app1", service())
+    await store.create_subscription("app1", SubscriptionKind.APP_TERMINATION, subscription_body())
+    queue = store.subscribe()
+    revision = store.revision
+
+    assert await store.clear_app("app1", [EventKind.TRAFFIC_RULE, EventKind.DNS_RULE]) == 3
+    assert store.revision == revision + 1
+    assert [(e[1], e[2], e[4]) for e in drain(queue)] == [
+        ("traffic_rule", "delete", "tr1"), ("traffic_rule", "delete", "tr2"), ("dns_rule", "delete", "dr1")]
+    assert store.list_traffic_rules("app1") == [] and store.list_dns_rules("app1") == []
+    assert [s.service.serInstanceId for s in store.list_services("app1")] == [svc.service.serInstanceId]
+
+    assert await store.clear_app("app1", [EventKind.TRAFFIC_RULE]) == 0  # nothing left: no write
+    assert store.revision == revision + 1 and drain(queue) == []
+    assert await store.clear_app("app1", [EventKind.SERVICE, EventKind.SUBSCRIPTION]) == 2
+    assert store.list_services() == [] and store.list_subscriptions() == []
+    assert store.get_app("app1").appInstanceId == "app1"
+    with pytest.raises(NotFound):
+        await store.clear_app("x", [EventKind.SERVICE])
+
+
+@pytest.mark.asyncio
+async def test_subscription_under_a_chosen_id(store: Store) -> None:
+    await store.create_app(app())
+    chosen = str(uuid.uuid4())
+    stored = await store.create_subscription(
+        "app1", SubscriptionKind.APP_TERMINATION, subscription_body(), subscription_id=chosen)
+    assert stored.subscription_id == chosen and store.get_subscription("app1", chosen) == stored
+    with pytest.raises(Conflict) as info:
+        await store.create_subscription("app1", SubscriptionKind.APP_TERMINATION, subscription_body(), subscription_id=chosen)
+    assert info.value.field == "subscriptionId" and store.revision == stored.revision
+
+
 # -- lifecycle ---------------------------------------------------------------------
 
 
@@ -1207,3 +1292,106 @@ async def test_app_credentials_are_stored_and_client_ids_unique(store: Store) ->
     assert store.get_app("cred-a").client_id == "client-a"
     with pytest.raises(Conflict, match="client-a"):
         await store.set_app_credentials("cred-b", "client-a", "hash-b")
+
+
+# -- Mm5: credentials and required services in a configuration, reset_app_config, tasks -------------
+
+
+@pytest.mark.asyncio
+async def test_replace_app_config_carries_credentials_and_required_services(store: Store) -> None:
+    from mep.models import ServiceDependency
+    from mep.state import AppCredentials
+
+    await store.create_app(app("a"))
+    await store.create_app(app("b"))
+    rnis = ServiceDependency.model_validate({"serName": "rnis", "version": "2.1.1"})
+    config = AppConfig(
+        traffic_rules=(traffic_rule("t1"),),
+        required_services=(rnis,),
+        credentials=AppCredentials(client_id="a.1", client_secret_hash="h1"),
+    )
+    result = await store.replace_app_config("a", config, generation=1)
+    assert (result.client_id, result.client_secret_hash, result.required_services) == ("a.1", "h1", (rnis,))
+    # Identical again: a no-op; credentials None keeps them.
+    assert await store.replace_app_config("a", config, generation=1) == result
+    kept = await store.replace_app_config("a", config.model_copy(update={"credentials": None}), generation=2)
+    assert kept.client_id == "a.1"
+    with pytest.raises(PreconditionFailed, match="different configuration"):
+        await store.replace_app_config("a", config.model_copy(update={"required_services": ()}), generation=2)
+    with pytest.raises(Conflict) as info:
+        await store.replace_app_config("b", config, generation=1)
+    assert info.value.field == "client_id" and store.get_app("b").config_generation == 0
+
+
+@pytest.mark.asyncio
+async def test_reset_app_config_goes_back_a_generation(store: Store) -> None:
+    await store.create_app(app())
+    v1 = AppConfig(traffic_rules=(traffic_rule("keep"), traffic_rule("gone")))
+    await store.replace_app_config("app1", v1, generation=1)
+    ids = {r.rule.trafficRuleId: r.rule_id for r in store.list_traffic_rules("app1")}
+    await store.replace_app_config("app1", AppConfig(traffic_rules=(traffic_rule("keep", priority=7),)), generation=2)
+    queue = store.subscribe()
+
+    with pytest.raises(PreconditionFailed, match="not at the expected generation 1") as info:
+        await store.reset_app_config("app1", v1, generation=1, expected_generation=1)
+    assert info.value.field == "generation" and drain(queue) == []
+    reset = await store.reset_app_config("app1", v1, generation=1, expected_generation=2)
+
+    assert reset.config_generation == 1 and reset.revision == store.revision
+    rules = {r.rule.trafficRuleId: r for r in store.list_traffic_rules("app1")}
+    assert rules["keep"].rule == traffic_rule("keep") and rules["keep"].rule_id == ids["keep"]
+    assert rules["gone"].rule_id > max(ids.values())  # a deleted rule's id is never handed out again
+    assert [e[1:4] for e in drain(queue)] == [
+        ("app", "put", "app1"), ("traffic_rule", "put", "app1"), ("traffic_rule", "put", "app1"),
+    ]
+    # Nothing to change: a no-op.
+    assert await store.reset_app_config("app1", v1, generation=1, expected_generation=1) == reset
+    assert drain(queue) == []
+    await store.replace_app_config("app1", v1, generation=2)  # generation 2 may name a new configuration now
+
+
+def task(task_id: str, seq: int, state: Any, *, generation: int = 1) -> Any:
+    from mep.state import StoredTask
+
+    return StoredTask(task_id=task_id, app_instance_id="app1", seq=seq, generation=generation, digest="d",
+                      state=state)
+
+
+@pytest.mark.asyncio
+async def test_tasks_are_stored_with_their_history_and_bounded(store: Store, store_factory: StoreFactory) -> None:
+    from mep.state import MAX_TASKS_PER_APP, TaskState
+
+    await store.create_app(app())
+    queue = store.subscribe()
+    first = await store.put_task(task("t1", 1, TaskState.PENDING))
+    assert first.revision == store.revision and [s for s, _ in first.history] == [TaskState.PENDING]
+    applying = await store.put_task(first.model_copy(update={"state": TaskState.APPLYING}))
+    same = await store.put_task(applying.model_copy(update={"detail": "x"}))  # no state change: no new entry
+    assert [s for s, _ in same.history] == [TaskState.PENDING, TaskState.APPLYING]
+    assert drain(queue) == [(r, "task", "put", "app1", "t1") for r in range(first.revision, same.revision + 1)]
+    assert store.get_task("t1") == same and store.list_tasks("app1") == [same]
+    assert not store.snapshot().model_dump()["traffic_rules"]  # tasks are not part of what the compiler reads
+    with pytest.raises(NotFound) as info:
+        store.get_task("nope")
+    assert info.value.field == "taskId"
+    with pytest.raises(NotFound):
+        await store.put_task(task("t1", 1, TaskState.PENDING).model_copy(update={"app_instance_id": "x"}))
+
+    # The oldest finished tasks go beyond the bound; the newest ACTIVE one stays whatever its age.
+    await store.put_task(same.model_copy(update={"state": TaskState.ACTIVE}))
+    for seq in range(2, MAX_TASKS_PER_APP + 4):
+        await store.put_task(task(f"t{seq}", seq, TaskState.REVERTED, generation=seq))
+    kept = [t.task_id for t in store.list_tasks("app1")]
+    assert len(kept) == MAX_TASKS_PER_APP and kept[0] == "t1" and "t2" not in kept and kept[-1] == f"t{seq}"
+
+    # Reopened, the tasks are all there; deleting the app deletes them.
+    await store.close()
+    reopened = store_factory()
+    await reopened.open()
+    try:
+        assert [t.task_id for t in reopened.list_tasks("app1")] == kept
+        await reopened.delete_app("app1")
+        with pytest.raises(NotFound):
+            reopened.get_task("t1")
+    finally:
+        await reopened.close()

@@ -1,0 +1,441 @@
+"""Mp1 API: latency and requests/s of GET services and PUT traffic_rule, and rule-install latency.
+
+API method: a real ``mep run`` (SQLite store on disk under /var/tmp, reference
+engine, auth on: every request carries a bearer token the token endpoint
+issued) is pinned to CPU 0 with its compile threads; wrk 4.1 (Debian) runs on
+CPU 1 with one thread and C connections, three runs of D seconds per point
+(the median run by requests/s is kept: the machine is shared), a Lua script
+adding the Authorization header and, for PUT, the rule body (the priority
+alternates, so every PUT is a real write: If-Match-free update, fsync,
+validation compile, store event, data-plane recompile). The baseline, in the
+same run and on the same CPU, is a bare aiohttp app: one GET handler
+answering the same JSON bytes as GET services, one PUT handler parsing the
+body and echoing it. Before any timing each target is checked: the request
+answers 200 with the expected body, and every timed point must report zero
+non-2xx answers and socket errors (wrk's own counters). Besides requests/s
+of wall time, each point reports requests per CPU-second the server process
+used (all its threads, /proc/<pid>/stat): what one core of it serves when it
+has the core, which other work on the shared machine does not distort.
+"At 1,000 req/s":
+10 connections, each waiting 10 ms between its requests (wrk's delay()), so
+the offered load is at most 1,000 req/s; latency is from send to answer, as
+wrk measures it (the wait is not counted; this is not a coordinated-omission
+free open-loop test, which Debian's wrk cannot do).
+
+Rule-install method: the app holds N rules (N-1 background DROP rules on other
+ports, plus the target FORWARD_DECAPSULATED rule, INACTIVE), the app is
+READY. Each sample PUTs the target ACTIVE and then runs a TCP SYN that the
+rule matches through the daemon's engine with the admin API's explain
+(the reference engine's process(), the frame counted like any other) every
+0.5 ms, until the verdict is REDIRECT by the target rule; the latency is
+from sending the PUT to the answer of the first steered probe. Then it PUTs
+the rule INACTIVE and waits until probes pass again (untimed). The rule's
+counter is checked to equal the probes that hit it. The resolution is about
+1 ms (the 0.5 ms between probes plus a probe's round trip); each N runs with
+``dataplane.apply_batch_ms`` 1 (the default) and 0.
+
+Examples:
+    python -m bench.mp1_api                              # everything, about 6 minutes
+    python -m bench.mp1_api --duration 3 --connections 1,8,64 --samples 20,5
+    python -m bench.mp1_api --skip-install               # API latency only
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from aiohttp import web
+
+from bench._harness import Report, cpu_seconds, percentile, progress
+from mep.admin import AdminClient, DaemonNotRunning
+
+SERVER_CPU, CLIENT_CPU = 0, 1
+APP = "bench-app"
+SERVER, APP1_IP = "198.18.100.1", "198.19.1.10"
+N6_MAC, UPF_MAC = "02:00:00:00:06:01", "02:00:00:00:05:01"
+PORTS = [
+    {"name": "n6", "ifname": "n6", "role": "n6", "mac": N6_MAC},
+    {"name": "dn", "ifname": "dn", "role": "dn", "mac": "02:00:00:00:0d:01"},
+    {"name": "app1", "ifname": "app1", "role": "app", "mac": "02:00:00:00:a1:01",
+     "neighbours": {APP1_IP: "02:00:00:00:a1:02"}},
+]
+SERVICES = 5  # registered services: GET services answers all of them (about 2.5 kB)
+
+LUA = r"""
+local token = os.getenv("MP1_TOKEN")
+local method = os.getenv("MP1_METHOD")
+local bodies = {os.getenv("MP1_BODY_A"), os.getenv("MP1_BODY_B")}
+local delay_ms = tonumber(os.getenv("MP1_DELAY_MS"))
+local n = 0
+local headers = {["Content-Type"] = "application/json"}
+if token ~= nil and token ~= "" then headers["Authorization"] = "Bearer " .. token end
+
+request = function()
+  n = n + 1
+  local body = nil
+  if method == "PUT" then body = bodies[n % 2 + 1] end
+  return wrk.format(method, nil, headers, body)
+end
+
+if delay_ms > 0 then
+  delay = function() return delay_ms end
+end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"non2xx":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d}\n',
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (bound and released: the server binds it next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def target_rule(state: str, priority: int = 5) -> dict[str, Any]:
+    """The rule under test: TCP to SERVER:80 forwarded, decapsulated, to app1's address."""
+    return {
+        "trafficRuleId": "target", "filterType": "FLOW", "priority": priority, "state": state,
+        "trafficFilter": [{"dstAddress": [f"{SERVER}/32"], "protocol": ["TCP"], "dstPort": ["80"]}],
+        "action": "FORWARD_DECAPSULATED", "dstInterface": {"interfaceType": "IP", "dstIpAddress": APP1_IP},
+    }
+
+
+def background_rules(count: int) -> list[dict[str, Any]]:
+    """DROP rules on UDP ports and addresses the probe never uses, one filter each."""
+    return [
+        {"trafficRuleId": f"bg{i}", "filterType": "PACKET", "priority": 1 + i % 200, "state": "ACTIVE",
+         "trafficFilter": [{"dstAddress": [f"198.18.{64 + i // 250}.{i % 250}/32"], "protocol": ["UDP"],
+                            "dstPort": [str(10000 + i % 50000)]}],
+         "action": "DROP"}
+        for i in range(count)
+    ]
+
+
+def service(i: int) -> dict[str, Any]:
+    """The ServiceInfo of registered service ``i``."""
+    return {"serName": f"svc{i}", "version": "1.0", "state": "ACTIVE", "serializer": "JSON",
+            "serCategory": {"href": "/cat/bench", "id": "bench", "name": "bench", "version": "1"},
+            "transportInfo": {"id": "t1", "name": "REST", "type": "REST_HTTP", "protocol": "HTTP", "version": "1.1",
+                              "endpoint": {"uris": [f"http://{APP1_IP}:8080/svc{i}"]}, "security": {}}}
+
+
+def pinned(cpu: int) -> list[str]:
+    """The taskset prefix running a command on ``cpu``."""
+    return ["taskset", "-c", str(cpu)]
+
+
+class Mep:
+    """A ``mep run`` process pinned to SERVER_CPU, with one app and its token."""
+
+    def __init__(self, workdir: Path, capacity_rules: int, apply_batch_ms: float = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.socket = workdir / "admin.sock"
+        config = {
+            "instance": "bench",
+            "log": {"level": "warning", "format": "text"},
+            "store": {"sqlite": {"path": str(workdir / "mep.db")}},
+            "dataplane": {"engine": "reference", "apply_batch_ms": apply_batch_ms, "ports": PORTS,
+                          "capacity": {"rules": capacity_rules, "filters": min(32768, 2 * capacity_rules)}},
+            "mp1": {"listen": f"127.0.0.1:{self.port}"},
+            "mm5": {"enabled": False},
+            "admin": {"socket": str(self.socket)},
+        }
+        self.config = workdir / "mep.yaml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.log = workdir / "mep.log"
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.admin = AdminClient(self.socket, timeout=120)
+        self.token = ""
+
+    def __enter__(self) -> Mep:
+        self.proc = subprocess.Popen([*pinned(SERVER_CPU), sys.executable, "-m", "mep.cli", "run", "-c", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.admin.get("/status")
+                return self
+            except DaemonNotRunning:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mep run did not start: {self.log.read_text()[-2000:]}") from None
+                time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def add_app(self, rules: list[dict[str, Any]]) -> None:
+        """Add the app (READY at once) with ``rules`` through the admin API, and get its token."""
+        res = self.admin.post("/apps", {"app_instance_id": APP, "confirm_ready_required": False, "traffic_rules": rules})
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        form = f"grant_type=client_credentials&client_id={res['client_id']}&client_secret={res['client_secret']}"
+        conn.request("POST", "/oauth2/token", body=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        self.token = json.loads(resp.read())["access_token"]
+        conn.close()
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        """One Mp1 request with the app's token: status and body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+            conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def baseline(payload: bytes) -> Iterator[tuple[str, int]]:
+    """The bare aiohttp app (``--serve-baseline``) pinned to SERVER_CPU; yields its URL and pid."""
+    port = free_port()
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        f.write(payload)
+        f.flush()
+        proc = subprocess.Popen([*pinned(SERVER_CPU), sys.executable, "-m", "bench.mp1_api", "--serve-baseline",
+                                 str(port), f.name], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the baseline server did not start")
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}", proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def serve_baseline(port: int, payload_file: str) -> None:
+    """A bare aiohttp JSON app: GET answers the payload, PUT parses the body and echoes it."""
+    payload = Path(payload_file).read_bytes()
+
+    async def get(request: web.Request) -> web.Response:
+        return web.Response(body=payload, content_type="application/json")
+
+    async def put(request: web.Request) -> web.Response:
+        return web.json_response(await request.json())
+
+    app = web.Application()
+    app.router.add_get("/services", get)
+    app.router.add_put("/rule", put)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def wrk(url: str, connections: int, seconds: int, method: str = "GET", token: str = "",
+        bodies: tuple[str, str] = ("", ""), delay_ms: int = 0) -> dict[str, Any]:
+    """One wrk run; its done() JSON, checked for errors, plus requests/s."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(LUA)
+        script.flush()
+        env = {**os.environ, "MP1_TOKEN": token, "MP1_METHOD": method, "MP1_BODY_A": bodies[0],
+               "MP1_BODY_B": bodies[1], "MP1_DELAY_MS": str(delay_ms)}
+        proc = subprocess.run(
+            [*pinned(CLIENT_CPU), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+             "-s", script.name, url],
+            capture_output=True, text=True, env=env, check=True,
+        )
+    result: dict[str, Any] = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    bad = {k: result[k] for k in ("non2xx", "connect", "read", "write", "timeout") if result[k]}
+    if bad or not result["requests"]:
+        raise RuntimeError(f"wrk {method} {url} c={connections}: errors {bad}, {result['requests']} requests")
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def api_latency(args: argparse.Namespace, report: Report) -> None:
+    """GET services and PUT traffic_rule against Mp1 and the bare baseline, at every concurrency and paced."""
+    workdir = Path(tempfile.mkdtemp(prefix="mep-bench-", dir="/var/tmp"))
+    with Mep(workdir, capacity_rules=4096) as mep:
+        mep.add_app([target_rule("ACTIVE")])
+        for i in range(SERVICES):
+            status, _ = mep.request("POST", f"/mec_service_mgmt/v1/applications/{APP}/services", service(i))
+            assert status == 201
+        get_path = "/mec_service_mgmt/v1/services"
+        put_path = f"/mec_app_support/v1/applications/{APP}/traffic_rules/target"
+        status, payload = mep.request("GET", get_path)
+        assert status == 200 and len(json.loads(payload)) == SERVICES, payload[:200]
+        bodies = (json.dumps(target_rule("ACTIVE", 5)), json.dumps(target_rule("ACTIVE", 6)))
+        for body in bodies:
+            status, answer = mep.request("PUT", put_path, json.loads(body))
+            assert status == 200 and json.loads(answer) == json.loads(body), answer[:200]
+        with baseline(payload) as (base, base_pid):
+            import urllib.request
+
+            with urllib.request.urlopen(base + "/services") as resp:
+                assert resp.status == 200 and resp.read() == payload
+            assert mep.proc is not None
+            targets = [
+                ("GET services", "mep", mep.url + get_path, "GET", mep.token, mep.proc.pid),
+                ("GET services", "bare aiohttp", base + "/services", "GET", "", base_pid),
+                ("PUT traffic_rule", "mep", mep.url + put_path, "PUT", mep.token, mep.proc.pid),
+                ("PUT traffic_rule", "bare aiohttp", base + "/rule", "PUT", "", base_pid),
+            ]
+            for operation, server, url, method, token, pid in targets:
+                for c, delay_ms in [*((c, 0) for c in args.connections), (10, 10)]:
+                    load = f"c={c}" if not delay_ms else "<=1000/s"
+                    progress(f"{operation} {server} {load}")
+                    runs = []
+                    for _ in range(args.repeat):
+                        cpu_before = cpu_seconds([pid])
+                        r = wrk(url, c, args.duration, method, token, bodies, delay_ms)
+                        r["per_cpu_s"] = r["requests"] / max(cpu_seconds([pid]) - cpu_before, 1e-9)
+                        runs.append(r)
+                    runs.sort(key=lambda r: r["rps"])
+                    r = runs[len(runs) // 2]  # the median run by requests/s: other tenants' bursts hit some runs
+                    report.add(operation=operation, server=server, load=load, connections=c, rps=round(r["rps"]),
+                               req_per_cpu_s=round(r["per_cpu_s"]), p50_ms=r["p50_us"] / 1000,
+                               p99_ms=r["p99_us"] / 1000, requests=r["requests"])
+
+
+def rule_install(args: argparse.Namespace, report: Report) -> None:
+    """PUT state ACTIVE -> first steered probe, with 10 and with 10,000 rules in the app."""
+    frame = _probe_frame()
+    for (existing, samples), batch_ms in [(run, batch) for run in zip((10, 10_000), args.samples) for batch in (1, 0)]:
+        workdir = Path(tempfile.mkdtemp(prefix="mep-bench-", dir="/var/tmp"))
+        with Mep(workdir, capacity_rules=max(4096, 2 * existing), apply_batch_ms=batch_ms) as mep:
+            progress(f"rule install: {existing} rules, apply_batch_ms {batch_ms}, {samples} samples")
+            mep.add_app([*background_rules(existing - 1), target_rule("INACTIVE")])
+            path = f"/mec_app_support/v1/applications/{APP}/traffic_rules/target"
+
+            def probe() -> dict[str, Any]:
+                return mep.admin.post("/explain", {"frame": frame, "ingress": 1})
+
+            def steered(res: dict[str, Any]) -> bool:
+                # Only the target rule redirects; the background rules DROP other traffic.
+                return bool(res["verdict"] == "REDIRECT")
+
+            assert not steered(probe())
+            hits, rule_id, latencies, put_ms = 0, 0, [], []
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                status, _ = mep.request("PUT", path, target_rule("ACTIVE"))
+                put_ms.append((time.perf_counter() - t0) * 1000)
+                assert status == 200
+                while True:
+                    res = probe()
+                    if steered(res):
+                        latencies.append((time.perf_counter() - t0) * 1000)
+                        hits += 1
+                        rule_id = res["rule_id"]
+                        break
+                    time.sleep(0.0005)
+                status, _ = mep.request("PUT", path, target_rule("INACTIVE"))
+                assert status == 200
+                while steered(probe()):
+                    hits += 1
+                    time.sleep(0.0005)
+            counted = mep.admin.get("/stats")["rules"].get(str(rule_id), {}).get("packets", 0)
+            assert counted == hits, f"the rule counted {counted} packets, {hits} probes hit it"
+            report.add(existing_rules=existing, apply_batch_ms=batch_ms, samples=samples, p50_ms=percentile(latencies, 50),
+                       p99_ms=percentile(latencies, 99), max_ms=max(latencies), put_p50_ms=percentile(put_ms, 50),
+                       put_p99_ms=percentile(put_ms, 99), engine="reference (explain)")
+
+
+def _probe_frame() -> str:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    return bytes(Ether(src=UPF_MAC, dst=N6_MAC) / IP(src="198.18.0.5", dst=SERVER) / TCP(sport=40000, dport=80)).hex()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Run the benchmark; ``--serve-baseline PORT FILE`` is the baseline server's own entry point."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--serve-baseline"]:
+        serve_baseline(int(argv[1]), argv[2])
+        return
+    doc = __doc__ or ""
+    ap = argparse.ArgumentParser(prog="python -m bench.mp1_api", description=doc.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+    ap.add_argument("--duration", type=int, default=3, help="whole seconds per wrk run (default 3)")
+    ap.add_argument("--repeat", type=int, default=3, help="wrk runs per point; the median by requests/s is kept (default 3)")
+    ap.add_argument("--connections", type=lambda s: [int(c) for c in s.split(",")], default=[1, 2, 4, 8, 16, 32, 64],
+                    help="concurrency levels, comma separated (default 1,2,4,8,16,32,64)")
+    ap.add_argument("--samples", type=lambda s: [int(c) for c in s.split(",")], default=[50, 10],
+                    help="rule installs timed with 10 and with 10000 rules (default 50,10)")
+    ap.add_argument("--skip-api", action="store_true", help="no wrk runs")
+    ap.add_argument("--skip-install", action="store_true", help="no rule-install runs")
+    args = ap.parse_args(argv)
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("needs 2 CPUs: the server on CPU 0, wrk on CPU 1")
+    sections = doc.split("\n\n")
+    api_method = " ".join(sections[1].split()).removeprefix("API method: ")
+    install_method = " ".join(sections[2].split()).removeprefix("Rule-install method: ")
+    print(f"method: mep run (reference engine, SQLite, auth) CPU {SERVER_CPU}, wrk CPU {CLIENT_CPU}; no XDP")
+    load_before = os.getloadavg()[0]
+    if not args.skip_api:
+        api = Report("mp1_api", "How fast does Mp1 answer GET services and PUT traffic_rule, against a bare aiohttp handler?",
+                     api_method, ["operation", "server", "load", "connections", "rps", "req_per_cpu_s", "p50_ms",
+                                  "p99_ms", "requests"])
+        api_latency(args, api)
+        for op in ("GET services", "PUT traffic_rule"):
+            best = {s: max(r["rps"] for r in api.rows if r["operation"] == op and r["server"] == s)
+                    for s in ("mep", "bare aiohttp")}
+            per_cpu = {s: max(r["req_per_cpu_s"] for r in api.rows if r["operation"] == op and r["server"] == s)
+                       for s in ("mep", "bare aiohttp")}
+            api.notes.append(f"{op}: best {best['mep']:,} req/s vs bare aiohttp {best['bare aiohttp']:,} "
+                             f"({best['mep'] / best['bare aiohttp']:.0%}); per CPU-second of the server "
+                             f"{per_cpu['mep']:,} vs {per_cpu['bare aiohttp']:,}")
+        api.notes.append(_load_note(load_before))
+        for row in api.rows:
+            paced = " (paced)" if row["load"] == "<=1000/s" else ""
+            row["series"] = f"{row['operation']} / {row['server']}{paced}"
+        # Plotted per CPU-second of the server: wall-clock requests/s on a shared machine mostly shows the neighbours.
+        api.write(plot={"x": "connections", "y": "req_per_cpu_s", "series": "series", "logx": True,
+                        "title": "Mp1 requests per CPU-second of the server, by concurrency",
+                        "ylabel": "requests per CPU-second"})
+        for note in api.notes:
+            print(note)
+    if not args.skip_install:
+        load_before = os.getloadavg()[0]
+        install = Report("mp1_api_rule_install", "How long from PUT state ACTIVE until the first packet is steered?",
+                         install_method, ["existing_rules", "apply_batch_ms", "samples", "p50_ms", "p99_ms", "max_ms",
+                                          "put_p50_ms", "put_p99_ms", "engine"])
+        rule_install(args, install)
+        install.notes.append(_load_note(load_before))
+        install.write()
+        for row in install.rows:
+            print(f"install, {row['existing_rules']} rules, batch {row['apply_batch_ms']} ms: p50 {row['p50_ms']:.1f} "
+                  f"p99 {row['p99_ms']:.1f} ms (PUT p50 {row['put_p50_ms']:.1f})")
+
+
+def _load_note(before: float) -> str:
+    """The machine's load around a run: other work on the 2 CPUs shows in the tails."""
+    return (f"load average (1 min) {before:.2f} before and {os.getloadavg()[0]:.2f} after the run, "
+            f"on {os.cpu_count()} CPUs: anything above 0 is other work competing with the server and wrk")
+
+
+if __name__ == "__main__":
+    main()
