@@ -1,0 +1,170 @@
+"""MEPM keeps two MEPs as desired through kill -9, lost state and a partition; a MEP enforces without MEPM.
+
+Two real ``mep run`` processes (reference engine), each with its own etcd
+prefix in one real etcd, Mm5 over mutual TLS; MEPM's desired state under a
+third prefix; ``mepm reconcile`` as a process. "Traffic" is a UE's datagram
+run through each MEP's engine with ``mep explain`` (the reference engine sees
+no wire); the namespace-topology version of this test sends real frames.
+
+With the reference engine the counters live in the process, so after a
+kill -9 they start again from zero: what this test proves is that the same
+rule (same trafficRuleId, same platform rule id, kept by the MEP's store)
+counts the traffic again. With the XDP engine the counters are pinned maps
+and carry on from where they were.
+"""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mep.mm5.client import Mm5Client
+from mep.mm5.rpc import pb
+from mepm.certs import CertPaths
+from tests.fixtures.etcd import delete_prefix
+from tests.fixtures.mep_daemon import MepFactory, MepProcess
+from tests.mepm.harness import APPD, Mepm, Reconciler, host_args, on_mep, probe, wait_until
+
+APP = "video-analytics"
+PORT = 8554  # in the AppD's first generation
+NEW_PORT = 9554  # only in the second
+
+
+def instance(mep: MepProcess, certs: CertPaths) -> dict[str, Any] | None:
+    """The MEPM app's instance on ``mep`` as Mm5 reports it, or None when it has none."""
+
+    async def call(client: Mm5Client) -> dict[str, Any] | None:
+        state = await client.get_state()
+        apps = [a for a in state.apps if a.app_instance_id.startswith(f"{APP}-")]
+        if not apps:
+            return None
+        (a,) = apps
+        counters = {c.traffic_rule_id: c.packets for c in (await client.get_counters(a.app_instance_id)).rules}
+        return {
+            "id": a.app_instance_id,
+            "state": pb.AppState.Name(a.state),
+            "generation": a.config_generation,
+            "in_force": a.in_force,
+            "rules": {r.id: r.rule_id for r in a.traffic_rules},
+            "packets": counters,
+        }
+
+    return on_mep(mep, certs, call)
+
+
+def running(mep: MepProcess, certs: CertPaths, generation: int) -> dict[str, Any] | None:
+    """The instance once it is READY at ``generation`` and in force; else None."""
+    seen = instance(mep, certs)
+    if seen and seen["state"] == "READY" and seen["generation"] == generation and seen["in_force"]:
+        return seen
+    return None
+
+
+def appd_v2(tmp_path: Path) -> Path:
+    text = (APPD / "video-analytics.yaml").read_text()
+    v2 = text.replace('dstPort: ["554", "8554", "5004-5005"]', f'dstPort: ["554", "{PORT}", "{NEW_PORT}"]')
+    assert v2 != text
+    path = tmp_path / "video-analytics-v2.yaml"
+    path.write_text(v2.replace('appSoftVersion: "2.3.0"', 'appSoftVersion: "2.4.0"'))
+    return path
+
+
+@pytest.mark.needs_etcd
+def test_two_meps_are_reconciled_after_kill_9_lost_state_and_a_partition(
+    etcd_endpoint: str, mep_factory: MepFactory, mm5_certs: CertPaths, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = f"/mepm-test/{uuid.uuid4().hex}/"
+    meps = {
+        name: mep_factory(name, certs=mm5_certs, etcd=(etcd_endpoint, f"{base}{name}/")).start()
+        for name in ("edge1", "edge2")
+    }
+    edge1, edge2 = meps["edge1"], meps["edge2"]
+    mepm = Mepm(f"etcd://{etcd_endpoint}{base}mepm/", capsys)
+    reconciler: Reconciler | None = None
+    try:
+        for name, mep in meps.items():
+            mepm.ok("host", "add", name, *host_args(mep, mm5_certs))
+        out = mepm.ok("app", "instantiate", str(APPD / "video-analytics.yaml"), "--host", "edge1", "--host", "edge2")
+        assert out.count("READY         generation 1, in force") == 2
+        first = {name: running(mep, mm5_certs, 1) for name, mep in meps.items()}
+        for name, mep in meps.items():
+            hit = probe(mep, PORT)
+            assert (hit["verdict"], hit["rule_id"]) == ("REDIRECT", first[name]["rules"]["video-to-edge"])  # type: ignore[index]
+
+        reconciler = Reconciler(mepm.store_url, tmp_path / "reconcile.log")
+        wait_until(lambda: "host_seen host=edge1" in reconciler.log() and "host_seen host=edge2" in reconciler.log(),
+                   "the reconciler sees both MEPs")
+
+        # 1. kill -9 a MEP and restart it: it comes back from its own store, and MEPM finds it as desired.
+        edge1.kill()
+        wait_until(lambda: "host_unreachable host=edge1" in reconciler.log(), "the reconciler notices edge1 is gone")
+        edge1.start()
+        wait_until(lambda: "host_restarted host=edge1" in reconciler.log(), "the reconciler sees edge1's new boot")
+        again = wait_until(lambda: running(edge1, mm5_certs, 1), "edge1 READY at generation 1")
+        assert first["edge1"] is not None
+        assert (again["id"], again["rules"]) == (first["edge1"]["id"], first["edge1"]["rules"])
+        hit = probe(edge1, PORT)
+        assert (hit["verdict"], hit["rule_id"]) == ("REDIRECT", again["rules"]["video-to-edge"])
+        assert instance(edge1, mm5_certs)["packets"]["video-to-edge"] >= 1  # type: ignore[index]
+
+        # 2. a MEP that lost its state (kill -9, store wiped) gets the app again from MEPM.
+        edge2.kill()
+        delete_prefix(etcd_endpoint, f"{base}edge2/")
+        edge2.start()
+        rebuilt = wait_until(lambda: running(edge2, mm5_certs, 1), "edge2 re-created at generation 1")
+        assert first["edge2"] is not None
+        assert rebuilt["id"] == first["edge2"]["id"] and set(rebuilt["rules"]) == set(first["edge2"]["rules"])
+        assert probe(edge2, PORT)["verdict"] == "REDIRECT"
+        assert "instance_created" in reconciler.log() and "configuration_pushed" in reconciler.log()
+
+        # 3. a partition during an update: edge1 is down while generation 2 is pushed; it gets it when back.
+        edge1.kill()
+        code, out, _ = mepm("app", "update", APP, str(appd_v2(tmp_path)))
+        assert code == 1 and "edge1        UNREACHABLE" in out and "edge2        READY         generation 2" in out
+        assert probe(edge2, NEW_PORT)["verdict"] == "REDIRECT"
+        edge1.start()
+        updated = wait_until(lambda: running(edge1, mm5_certs, 2), "edge1 at generation 2 after the partition")
+        assert updated["id"] == first["edge1"]["id"]
+        assert probe(edge1, NEW_PORT)["verdict"] == "REDIRECT"
+        listed = wait_until(
+            lambda: [a for a in mepm.json("app", "list") if all(s["ok"] for s in a["status"].values())],
+            "MEPM records both instances as desired",
+        )
+        assert [(a["name"], a["generation"], sorted(a["status"])) for a in listed] == [(APP, 2, ["edge1", "edge2"])]
+
+        assert reconciler.stop() == 0
+    finally:
+        if reconciler is not None:
+            reconciler.kill()
+        delete_prefix(etcd_endpoint, base)
+
+
+def test_a_mep_keeps_enforcing_while_mepm_is_down(
+    mep_factory: MepFactory, mm5_certs: CertPaths, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mep = mep_factory("edge", certs=mm5_certs).start()
+    mepm = Mepm(f"sqlite://{tmp_path}/mepm/mepm.db", capsys)
+    mepm.ok("host", "add", "edge", *host_args(mep, mm5_certs))
+    mepm.ok("app", "instantiate", str(APPD / "video-analytics.yaml"), "--host", "edge")
+    reconciler = Reconciler(mepm.store_url, tmp_path / "reconcile.log")
+    try:
+        wait_until(lambda: "host_seen host=edge" in reconciler.log(), "the reconciler sees the MEP")
+        rule_id = probe(mep, PORT)["rule_id"]
+    finally:
+        reconciler.kill()  # MEPM is down from here on
+
+    for _ in range(3):
+        hit = probe(mep, PORT)
+        assert (hit["verdict"], hit["rule_id"]) == ("REDIRECT", rule_id)
+    assert instance(mep, mm5_certs)["packets"]["video-to-edge"] == 4  # type: ignore[index]
+
+    mep.kill()  # and the MEP restarts while MEPM is still down
+    mep.start()
+    seen = running(mep, mm5_certs, 1)
+    assert seen is not None and seen["rules"]["video-to-edge"] == rule_id
+    hit = probe(mep, PORT)
+    assert (hit["verdict"], hit["rule_id"]) == ("REDIRECT", rule_id)
+    assert probe(mep, 80)["verdict"] == "PASS"  # everything else still goes to the data network
