@@ -1,10 +1,11 @@
 """Does a rule-set swap lose packets? 100 swaps under a fixed-rate load, sent vs received.
 
-Method: the lab topology (upf_sim/topology.py) with the XDP engine on the
+The lab topology (upf_sim/topology.py) with the XDP engine on the
 MEP. A generator XDP program in the upf namespace is run with
 BPF_PROG_TEST_RUN and BPF_F_TEST_XDP_LIVE_FRAMES: each run sends a batch
 of a UDP frame out of upf's N6 veth (XDP_REDIRECT), paced to the target
-rate. The MEP steers the stream with a FORWARD_DECAPSULATED rule to app1,
+rate; the generator is also attached to an idle veth pair, which spares each
+test run an RCU grace period (docs/upf_sim.md). The MEP steers the stream with a FORWARD_DECAPSULATED rule to app1,
 whose end of the veth runs an XDP program that counts the stream's frames. While the stream runs,
 the control plane applies 100 rule sets (each keeps the stream's rule and
 adds or removes another), and the generator's sent count is compared with
@@ -32,13 +33,15 @@ from scapy.packet import Raw
 from bench._harness import Report, progress
 from mep.config import Capacity, Config, DataplaneConfig
 from mep.dataplane.compiler import compile_ruleset
-from mep.dataplane.links import in_netns, link
+from mep.dataplane.links import ensure_veth, in_netns, link
 from mep.dataplane.resolver import netlink_resolver
 from mep.dataplane.testrun import BPF_F_TEST_XDP_LIVE_FRAMES, XDP_FLAGS_DRV_MODE, prog_test_run
 from mep.models import TrafficRule
 from mep.state.lifecycle import AppState
 from mep.state.records import AppInstance, Snapshot, StoredTrafficRule
 from upf_sim.topology import ADDR, MEP_PORTS, Topology
+
+QUICK_ARGS = ["--rate", "50000", "--swaps", "20", "--seconds", "2"]
 
 _GENERATOR = b"""
 #include <uapi/linux/bpf.h>
@@ -127,7 +130,11 @@ def main(argv: Optional[list[str]] = None) -> None:
             with in_netns(topo.ns("upf")):
                 n6 = link("n6").ifindex
             gen = BPF(text=_GENERATOR, cflags=[f"-DGEN_IFINDEX={n6}"])
-            gen_fd = gen.load_func(b"gen", BPF.XDP).fd
+            gen_fn = gen.load_func(b"gen", BPF.XDP)
+            gen_fd = gen_fn.fd
+            with in_netns(topo.ns("upf")):  # parked: no RCU wait per test run (docs/upf_sim.md)
+                ensure_veth("swpgena", "swpgenb", ipv6=False)
+                gen.attach_xdp(b"swpgena", gen_fn, XDP_FLAGS_DRV_MODE)
             received = counter["received"]
 
             def count() -> int:

@@ -9,10 +9,13 @@
 Every namespace name carries a tag, so several topologies can coexist (two
 MEPs in one test, a test beside the demo). Addresses come from
 198.18.0.0/15 only; MACs are fixed so frames can be built and checked byte
-for byte (tests/packets.py uses the same constants). Peers of data-plane
+for byte (tests/packets.py uses the same constants). N3 has an MTU of 1600,
+so a full-size (1500-byte) user packet fits in 44 bytes of GTP-U, and both
+its ends know each other's MAC (static neighbours). Peers of data-plane
 ports get a pass-everything XDP program, because a native XDP redirect into
 a veth is dropped unless its peer runs XDP; transmit checksum offload and
-segmentation are off on the senders, so XDP sees complete frames.
+segmentation are off on the senders, so XDP sees complete frames. upf_sim
+(docs/upf_sim.md) puts its gNB on ran's n3 and its UPF on upf's n3 and n6.
 
 ``Topology`` is a context manager: leaving it removes every namespace (and
 with it every veth and program attached there), even after an error.
@@ -45,12 +48,20 @@ class Addresses:
     dn_gw: str = "198.18.2.2"
     servers: str = "198.18.100.0/24"
     server: str = "198.18.100.1"
+    dn_resolver: str = "198.18.100.53"  # a DNS resolver in the data network
     mep_app1: str = "198.19.1.1"
     app1: str = "198.19.1.10"
     mep_app2: str = "198.19.2.1"
     app2: str = "198.19.2.10"
     tun_peer: str = "198.19.2.20"
-    # MACs: the MEP's ports and the hosts behind them
+    mep_services: str = "198.19.0.1"  # the MEP host's own services (Mp1), reachable from the apps
+    # upf_sim's UEs (in ns ran, behind the gNB): 16382 addresses, routed to the UPF by the MEP
+    sim_ue_pool: str = "198.18.64.0/18"
+    sim_first_ue: str = "198.18.64.1"
+    n3_mtu: int = 1600
+    # MACs: N3, the MEP's ports and the hosts behind them
+    gnb_mac: str = "02:00:00:00:03:01"
+    upf_n3_mac: str = "02:00:00:00:03:02"
     upf_n6_mac: str = "02:00:00:00:05:01"
     mep_n6_mac: str = "02:00:00:00:06:01"
     mep_dn_mac: str = "02:00:00:00:0d:01"
@@ -85,6 +96,7 @@ class _Link:
     if_b: str
     mac_b: str
     addr_b: str
+    mtu: int = 1500
 
 
 @dataclass
@@ -118,8 +130,8 @@ class Topology:
             self._created.append(self.ns(role))
             self._sysctls(self.ns(role), forward=role in ("ran", "upf", "mep"))
         links = [
-            _Link(self.ns("ran"), "n3", "02:00:00:00:03:01", f"{a.gnb}/24",
-                  self.ns("upf"), "n3", "02:00:00:00:03:02", f"{a.upf_n3}/24"),
+            _Link(self.ns("ran"), "n3", a.gnb_mac, f"{a.gnb}/24",
+                  self.ns("upf"), "n3", a.upf_n3_mac, f"{a.upf_n3}/24", mtu=a.n3_mtu),
             _Link(self.ns("upf"), "n6", a.upf_n6_mac, f"{a.upf_n6}/24",
                   self.ns("mep"), "n6", a.mep_n6_mac, f"{a.mep_n6}/24"),
             _Link(self.ns("mep"), "dn", a.mep_dn_mac, f"{a.mep_dn}/24",
@@ -133,10 +145,12 @@ class Topology:
             self._veth(link)
         # hosts behind the MEP and its neighbours (static: the MEP resolves dstInterface by them)
         self._addr(self.ns("upf"), "lo", [f"{ip}/32" for ip in (a.ue1, a.ue2)])
-        self._addr(self.ns("dn"), "lo", [f"{a.server}/32"])
+        self._addr(self.ns("dn"), "lo", [f"{a.server}/32", f"{a.dn_resolver}/32"])
+        self._addr(self.ns("mep"), "lo", [f"{a.mep_services}/32"])
         self._addr(self.ns("app2"), "eth0", [f"{a.tun_peer}/24"])
         self._route(self.ns("upf"), "0.0.0.0/0", a.mep_n6)
         self._route(self.ns("mep"), a.ue_pool, a.upf_n6)
+        self._route(self.ns("mep"), a.sim_ue_pool, a.upf_n6)
         self._route(self.ns("mep"), a.servers, a.dn_gw)
         self._route(self.ns("dn"), "0.0.0.0/0", a.mep_dn)
         self._route(self.ns("app1"), "0.0.0.0/0", a.mep_app1)
@@ -147,6 +161,8 @@ class Topology:
                                  (self.ns("mep"), a.upf_n6, a.upf_n6_mac, "n6"),
                                  (self.ns("mep"), a.dn_gw, a.dn_mac, "dn"),
                                  (self.ns("upf"), a.mep_n6, a.mep_n6_mac, "n6"),
+                                 (self.ns("upf"), a.gnb, a.gnb_mac, "n3"),
+                                 (self.ns("ran"), a.upf_n3, a.upf_n3_mac, "n3"),
                                  (self.ns("dn"), a.mep_dn, a.mep_dn_mac, "eth0"),
                                  (self.ns("app1"), a.mep_app1, a.mep_app1_mac, "eth0"),
                                  (self.ns("app2"), a.mep_app2, a.mep_app2_mac, "eth0")):
@@ -175,7 +191,7 @@ class Topology:
             with in_netns(ns):
                 with IPRoute() as ipr:
                     idx = ipr.link_lookup(ifname=tmp)[0]
-                    ipr.link("set", index=idx, ifname=name, address=mac)
+                    ipr.link("set", index=idx, ifname=name, address=mac, mtu=link.mtu)
                     ip, plen = addr.split("/")
                     ipr.addr("add", index=idx, address=ip, prefixlen=int(plen))
                     ipr.link("set", index=idx, state="up")
