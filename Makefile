@@ -37,4 +37,4 @@ typecheck: setup
 	$(PY) -m mypy
 
 clean:
-	rm -rf build mep/dataplane/_fastpath*.so mep/dataplane/_fastpath.c .pytest_cache .mypy_cache .hypothesis
+	rm -rf build mep/dataplane/_fastpath*.so mep/dataplane/_fastpath.c mep/mm5/mm5_pb2.py mep/mm5/mm5_pb2.pyi .pytest_cache .mypy_cache .hypothesis

@@ -10,10 +10,20 @@ method    path        answer
 GET       /status     engine.describe(), store backend and revision,
                       rule-set generation, last refusal, apps by state,
                       ports, uptime
-GET       /stats      engine counters: per verdict, reason and rule
+GET       /stats      engine counters: per verdict, reason and rule; with
+                      ``dns.enabled``, ``dns``: the DNS responder's counters
 GET       /rules      the rules in force, in match order, filters summarised
 POST      /explain    ``{"frame": "<hex>", "ingress": <port index>}``: run the
                       frame through the engine; the probe itself is counted
+GET       /apps       every app instance: state, rules, services, client id
+POST      /apps       ``{"app_instance_id": ..., "confirm_ready_required": ...,
+                      "traffic_rules": [...], ...}``: create and instantiate an
+                      app and issue its Mp1 credentials (single-host use);
+                      the answer holds the client secret, shown once
+POST      /apps/ID/terminate    begin graceful termination: 202, the app TERMINATING
+POST      /apps/ID/credentials  new Mp1 credentials; the old ones and their tokens stop working
+GET       /notifications        the notification delivery log, newest first
+                                (``?app=ID&status=failed&limit=50``)
 ========  ==========  ===================================================
 
 ``AdminClient`` speaks to it with the standard library only, so the CLI
@@ -36,16 +46,34 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import web
 
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
 from .dataplane.engine import PacketBytes
 from .dataplane.reasons import DESCRIPTION
 from .dataplane.ruleset import CompiledFilter, CompiledRule, Port, Target
+from .dns import DnsServer
 from .errors import InvalidInput, MepError
+from .models import DnsRule, TrafficRule
 from .models.types import PROTOCOL_NUMBERS
+from .mp1 import AppSupport, Mp1Server, NewApp
+from .mp1.auth import TOKEN_PATH
+from .mp1.http import parse_model
+from .mp1.notify import DeliveryStatus
+from .state.records import AppInstance
 
 if TYPE_CHECKING:
     from .daemon import Daemon
 
-__all__ = ["AdminApi", "AdminClient", "DaemonNotRunning", "rule_summary", "filter_summary", "EXPLAIN_NOTE"]
+__all__ = [
+    "AdminApi",
+    "AdminClient",
+    "DaemonNotRunning",
+    "NewAppRequest",
+    "app_summary",
+    "rule_summary",
+    "filter_summary",
+    "EXPLAIN_NOTE",
+]
 
 EXPLAIN_NOTE = "the probe itself was counted: it adds one packet to the verdict, reason and rule counters"
 
@@ -137,23 +165,69 @@ async def _problems(request: web.Request, handler: _Handler) -> web.StreamRespon
         return _problem(exc.http_status, exc.title, exc.detail, exc.field)
 
 
+# An app instance id the admin API creates: URL-safe (it is a path segment of Mp1) and bounded.
+_APP_ID = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"
+# Rules given with POST /apps: at most one app's configuration at capacity (dataplane.capacity.rules).
+_MAX_ADD_RULES = 65_536
+_MAX_NOTIFICATIONS = 10_000
+
+
+class NewAppRequest(BaseModel):
+    """The body of POST /apps; unset options take ``apps.*`` from the configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app_instance_id: str = Field(pattern=_APP_ID)
+    app_name: str = Field(default="", max_length=256)
+    app_provider: str = Field(default="", max_length=256)
+    confirm_ready_required: StrictBool | None = None
+    graceful_timeout_s: int | None = Field(default=None, ge=0, le=3600)
+    traffic_rules: list[TrafficRule] = Field(default_factory=list, max_length=_MAX_ADD_RULES)
+    dns_rules: list[DnsRule] = Field(default_factory=list, max_length=_MAX_ADD_RULES)
+
+
+def app_summary(app: AppInstance, apps: AppSupport) -> dict[str, Any]:
+    """An app instance as the admin API and ``mep app list`` show it (never the secret hash)."""
+    store = apps.store
+    return {
+        "appInstanceId": app.appInstanceId,
+        "appName": app.appName,
+        "state": app.state.value,
+        "confirm_ready_required": app.confirm_ready_required,
+        "graceful_timeout_s": app.graceful_timeout_s,
+        "client_id": app.client_id or None,
+        "traffic_rules": len(store.list_traffic_rules(app.appInstanceId)),
+        "dns_rules": len(store.list_dns_rules(app.appInstanceId)),
+        "services": len(store.list_services(app.appInstanceId)),
+        "revision": app.revision,
+        "updated_at": app.updated_at,
+    }
+
+
 class AdminApi:
     """The admin API as a daemon service: ``start()`` binds the socket, ``stop()`` removes it."""
 
     name = "admin"
 
-    def __init__(self, daemon: "Daemon", path: Path) -> None:
+    def __init__(self, daemon: "Daemon", path: Path, apps: AppSupport) -> None:
         self.daemon = daemon
         self.path = path
+        self.apps = apps
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
         """The aiohttp application (also usable with aiohttp's test client)."""
-        app = web.Application(middlewares=[_problems], client_max_size=64 * 1024)
+        # POST /apps may carry a whole configuration of rules.
+        app = web.Application(middlewares=[_problems], client_max_size=self.daemon.config.mp1.max_body_bytes * 16)
         app.router.add_get("/status", self.status)
         app.router.add_get("/stats", self.stats)
         app.router.add_get("/rules", self.rules)
         app.router.add_post("/explain", self.explain)
+        app.router.add_get("/apps", self.list_apps)
+        app.router.add_post("/apps", self.add_app)
+        app.router.add_post("/apps/{app}/terminate", self.terminate_app)
+        app.router.add_post("/apps/{app}/credentials", self.rotate_credentials)
+        app.router.add_get("/notifications", self.notifications)
         return app
 
     async def start(self) -> None:
@@ -201,11 +275,14 @@ class AdminApi:
     async def stats(self, request: web.Request) -> web.Response:
         """GET /stats."""
         c = self.daemon.engine.counters()
-        body = {
+        body: dict[str, Any] = {
             "verdicts": {v.name: _pb(pb) for v, pb in sorted(c.verdicts.items()) if pb.packets},
             "reasons": {r.name: _pb(pb) for r, pb in sorted(c.reasons.items()) if pb.packets},
             "rules": {str(rid): _pb(pb) for rid, pb in sorted(c.rules.items()) if pb.packets},
         }
+        for service in self.daemon.services:
+            if isinstance(service, DnsServer):
+                body["dns"] = service.stats()  # the user-space responder (docs/dns.md)
         return web.json_response(body)
 
     async def rules(self, request: web.Request) -> web.Response:
@@ -267,6 +344,79 @@ class AdminApi:
                 "counted": True,
                 "note": EXPLAIN_NOTE,
             }
+        )
+
+
+    # -- apps and notifications (mep app, mep notifications) ----------------------
+    def _token_endpoint(self) -> str | None:
+        for service in self.daemon.services:
+            if isinstance(service, Mp1Server) and service.url is not None:
+                return service.url + TOKEN_PATH
+        return None
+
+    async def list_apps(self, request: web.Request) -> web.Response:
+        """GET /apps."""
+        return web.json_response({"apps": [app_summary(a, self.apps) for a in self.apps.store.list_apps()]})
+
+    async def add_app(self, request: web.Request) -> web.Response:
+        """POST /apps: 201 with the app and its credentials (the secret appears here only)."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise InvalidInput("body must be JSON: {\"app_instance_id\": ...}", field="body") from None
+        new = parse_model(NewAppRequest, body)
+        defaults = self.daemon.config.apps
+        issued = await self.apps.add_app(
+            NewApp(
+                app_instance_id=new.app_instance_id,
+                app_name=new.app_name,
+                app_provider=new.app_provider,
+                confirm_ready_required=(
+                    defaults.confirm_ready_required if new.confirm_ready_required is None else new.confirm_ready_required
+                ),
+                graceful_timeout_s=defaults.graceful_timeout_s if new.graceful_timeout_s is None else new.graceful_timeout_s,
+                traffic_rules=tuple(new.traffic_rules),
+                dns_rules=tuple(new.dns_rules),
+            )
+        )
+        body = {
+            "app": app_summary(issued.app, self.apps),
+            "client_id": issued.client_id,
+            "client_secret": issued.client_secret,
+            "token_endpoint": self._token_endpoint(),
+        }
+        return web.json_response(body, status=201)
+
+    async def terminate_app(self, request: web.Request) -> web.Response:
+        """POST /apps/{app}/terminate: 202; the sequence goes on in the daemon (mep/mp1/termination.py)."""
+        app = await self.apps.terminate(request.match_info["app"])
+        return web.json_response({"app": app_summary(app, self.apps)}, status=202)
+
+    async def rotate_credentials(self, request: web.Request) -> web.Response:
+        """POST /apps/{app}/credentials: new client id and secret (shown once)."""
+        issued = await self.apps.issue_credentials(request.match_info["app"])
+        return web.json_response(
+            {"app": app_summary(issued.app, self.apps), "client_id": issued.client_id,
+             "client_secret": issued.client_secret, "token_endpoint": self._token_endpoint()}
+        )
+
+    async def notifications(self, request: web.Request) -> web.Response:
+        """GET /notifications: pending deliveries, then the delivery log, newest first."""
+        query = request.query
+        app_id, status = query.get("app"), query.get("status")
+        if status is not None and status not in DeliveryStatus.__members__.values():
+            raise InvalidInput(f"status is one of {', '.join(s.value for s in DeliveryStatus)}", field="status")
+        limit_text = query.get("limit", "50")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= _MAX_NOTIFICATIONS:
+            raise InvalidInput(f"limit is 1..{_MAX_NOTIFICATIONS}", field="limit")
+        notifier = self.apps.notifier
+        selected = [
+            d for d in notifier.deliveries()
+            if (app_id is None or d["app_instance_id"] == app_id) and (status is None or d["status"] == status)
+        ]
+        return web.json_response(
+            {"deliveries": selected[: int(limit_text)], "matched": len(selected), "pending": notifier.pending,
+             "log_file": str(notifier.log.path)}
         )
 
 

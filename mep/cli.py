@@ -15,9 +15,11 @@ import asyncio
 import json
 import platform
 import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable, Sequence
+from urllib.parse import quote, urlencode
 
 from pydantic import ValidationError
 
@@ -36,7 +38,10 @@ examples:
   mep doctor                          can this machine run the XDP data plane?
   mep status                          is the daemon up; engine, generation, apps
   mep rules -v                        the rules in force, with their targets
-  mep stats                           packets and bytes per verdict, reason, rule
+  mep stats                           packets and bytes per verdict, reason, rule; DNS answers
+  mep app add video-1 --rules rules.yaml
+                                      an app instance and its Mp1 credentials (no MEPM)
+  mep notifications                   what was sent to the apps' callbacks, and how it went
   mep explain --ingress 1 --scapy "Ether(src='02:00:00:00:05:01',dst='02:00:00:00:06:01')/IP(src='198.18.0.5',dst='198.18.100.1')/UDP(dport=53)"
                                       which rule a frame hits, and what happens to it
 
@@ -105,9 +110,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """mep doctor."""
-    from .doctor import daemon_summary, format_check, run_checks
+    from .doctor import daemon_summary, dataplane_report, ebpf_source, format_check, run_checks
 
     config = load_config(args.config)
+    if args.ebpf:
+        flags, text = ebpf_source(config)
+        print("// cflags: " + " ".join(flags))
+        print(text)
+        return EXIT_OK
     failed = 0
     for check in run_checks(config):
         print(format_check(check), flush=True)
@@ -115,6 +125,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     summary = daemon_summary(config)
     if args.verbose:
         print(summary or f"daemon: none answers on {config.admin_socket}")
+        if summary:
+            print("\n".join(dataplane_report(config)))
     elif summary:
         print(summary)
     if failed:
@@ -169,18 +181,38 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not st["verdicts"]:
         print("no packets counted yet")
-        return EXIT_OK
-    _table([(v, c["packets"], c["bytes"]) for v, c in st["verdicts"].items()], ("VERDICT", "PACKETS", "BYTES"))
-    print()
-    _table([(r, c["packets"], c["bytes"]) for r, c in st["reasons"].items()], ("REASON", "PACKETS", "BYTES"))
-    rules = sorted(st["rules"].items(), key=lambda kv: -kv[1]["packets"])
+    else:
+        _table([(v, c["packets"], c["bytes"]) for v, c in st["verdicts"].items()], ("VERDICT", "PACKETS", "BYTES"))
+        print()
+        _table([(r, c["packets"], c["bytes"]) for r, c in st["reasons"].items()], ("REASON", "PACKETS", "BYTES"))
+    dns_ids = set(st["dns"]["rules"]) if "dns" in st else set()
+    rules = sorted(((r, c) for r, c in st["rules"].items() if r not in dns_ids), key=lambda kv: -kv[1]["packets"])
     if rules:
         print()
         shown = rules if args.verbose else rules[:_TOP_RULES]
         _table([(r, c["packets"], c["bytes"]) for r, c in shown], ("RULE", "PACKETS", "BYTES"))
         if len(shown) < len(rules):
             print(f"(top {len(shown)} of {len(rules)} rules by packets; -v shows all)")
+    if "dns" in st:
+        _dns_stats(st["dns"], st["rules"], verbose=args.verbose)
     return EXIT_OK
+
+
+def _dns_stats(dns: dict[str, Any], counted: dict[str, Any], *, verbose: bool) -> None:
+    """The DNS responder's part of mep stats: totals, then answers per DNS rule (user space and XDP)."""
+    print()
+    outcomes = ", ".join(f"{k} {v}" for k, v in dns["outcomes"].items() if v) or "none"
+    print(f"dns: {dns['queries']['udp']} UDP and {dns['queries']['tcp']} TCP queries in user space "
+          f"({outcomes}); {dns['cache_entries']} cached, {dns['inflight']} in flight")
+    rows = sorted(((rid, r, counted.get(rid, {}).get("packets", 0)) for rid, r in dns["rules"].items()),
+                  key=lambda row: -(row[1]["answers"] + row[2]))
+    if not rows:
+        return
+    shown = rows if verbose else rows[:_TOP_RULES]
+    _table([(rid, r["app"], r["dnsRuleId"], r["name"], r["type"], r["answers"], xdp) for rid, r, xdp in shown],
+           ("RULE", "APP", "DNS RULE", "NAME", "TYPE", "USER-SPACE", "XDP"))
+    if len(shown) < len(rows):
+        print(f"(top {len(shown)} of {len(rows)} DNS rules by answers; -v shows all)")
 
 
 _FILTER_WIDTH = 60
@@ -279,6 +311,119 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _rules_file(path: str) -> dict[str, Any]:
+    """``--rules FILE``: YAML or JSON with ``trafficRules`` and/or ``dnsRules`` (MEC 011 TrafficRule, DnsRule lists)."""
+    data = read_config_file(Path(path))
+    unknown = sorted(set(data) - {"trafficRules", "dnsRules"})
+    if unknown:
+        raise InvalidInput(f"{path}: unknown key {unknown[0]!r} (the file holds trafficRules and dnsRules)", field="rules")
+    for key in ("trafficRules", "dnsRules"):
+        if not isinstance(data.get(key, []), list):
+            raise InvalidInput(f"{path}: {key} must be a list", field="rules")
+    return {"traffic_rules": data.get("trafficRules", []), "dns_rules": data.get("dnsRules", [])}
+
+
+def _print_credentials(res: dict[str, Any]) -> None:
+    print(f"client_id      {res['client_id']}")
+    print(f"client_secret  {res['client_secret']}")
+    print("               (shown only now: the platform keeps a hash of it)")
+    endpoint = res.get("token_endpoint")
+    print(f"token endpoint {endpoint or 'Mp1 is not listening (mp1.enabled is false)'}")
+
+
+def cmd_app_add(args: argparse.Namespace) -> int:
+    """mep app add ID."""
+    body: dict[str, Any] = {"app_instance_id": args.app_instance_id, "app_name": args.name, "app_provider": args.provider}
+    if args.no_confirm_ready:
+        body["confirm_ready_required"] = False
+    if args.graceful_timeout is not None:
+        body["graceful_timeout_s"] = args.graceful_timeout
+    if args.rules:
+        body.update(_rules_file(args.rules))
+    res = _client(args).post("/apps", body)
+    if args.json:
+        _print_json(res)
+        return EXIT_OK
+    app = res["app"]
+    after = "its ACTIVE rules are enforced" if app["state"] == "READY" else "it must call confirm_ready before its rules are enforced"
+    print(f"app instance {app['appInstanceId']}: {app['state']}, {app['traffic_rules']} traffic rules, "
+          f"{app['dns_rules']} DNS rules; {after}")
+    _print_credentials(res)
+    return EXIT_OK
+
+
+def cmd_app_list(args: argparse.Namespace) -> int:
+    """mep app list."""
+    apps = _client(args).get("/apps")["apps"]
+    if args.json:
+        _print_json(apps)
+        return EXIT_OK
+    if not apps:
+        print("no app instances")
+        return EXIT_OK
+    rows = [(a["appInstanceId"], a["state"], a["traffic_rules"], a["dns_rules"], a["services"], a["client_id"] or "-")
+            for a in apps]
+    _table(rows, ("APP", "STATE", "RULES", "DNS", "SERVICES", "CLIENT ID"))
+    return EXIT_OK
+
+
+def cmd_app_terminate(args: argparse.Namespace) -> int:
+    """mep app terminate ID."""
+    client = _client(args)
+    app = client.post(f"/apps/{quote(args.app_instance_id, safe='')}/terminate", {})["app"]
+    print(f"app instance {app['appInstanceId']}: {app['state']} (graceful timeout {app['graceful_timeout_s']} s)")
+    if not args.wait or app["state"] == "TERMINATED":
+        return EXIT_OK
+    deadline = time.monotonic() + app["graceful_timeout_s"] + args.wait_slack
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        current = next((a for a in client.get("/apps")["apps"] if a["appInstanceId"] == app["appInstanceId"]), None)
+        if current is not None and current["state"] == "TERMINATED" and not (current["traffic_rules"] or current["services"]):
+            print(f"app instance {app['appInstanceId']}: TERMINATED, rules and services removed")
+            return EXIT_OK
+    _err(f"app instance {app['appInstanceId']} is not TERMINATED yet (mep app list; the daemon log says why)")
+    return EXIT_FAIL
+
+
+def cmd_app_credentials(args: argparse.Namespace) -> int:
+    """mep app credentials ID."""
+    res = _client(args).post(f"/apps/{quote(args.app_instance_id, safe='')}/credentials", {})
+    if args.json:
+        _print_json(res)
+        return EXIT_OK
+    print(f"app instance {res['app']['appInstanceId']}: new credentials; the old ones and their tokens no longer work")
+    _print_credentials(res)
+    return EXIT_OK
+
+
+def cmd_notifications(args: argparse.Namespace) -> int:
+    """mep notifications."""
+    query = {"limit": str(args.limit)}
+    if args.app:
+        query["app"] = args.app
+    if args.status:
+        query["status"] = args.status
+    res = _client(args).get("/notifications?" + urlencode(query))
+    if args.json:
+        _print_json(res)
+        return EXIT_OK
+    deliveries = res["deliveries"]
+    if not deliveries:
+        print(f"no notifications{' matching' if args.app or args.status else ''} (log: {res['log_file']})")
+        return EXIT_OK
+    rows = []
+    for d in deliveries:
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(d["created_at"]))
+        last = str(d["last_status"]) if d["last_status"] is not None else (d["last_error"] or "-")
+        if args.verbose and d["last_error"] and d["last_status"] is not None:
+            last = d["last_error"]
+        rows.append((when, d["app_instance_id"], d["notification_type"], d["status"], d["attempts"], last,
+                     d["callback"] if args.verbose else d["callback"][:48]))
+    _table(rows, ("CREATED", "APP", "TYPE", "STATUS", "TRIES", "LAST", "CALLBACK"))
+    print(f"{len(deliveries)} of {res['matched']} shown, {res['pending']} pending (log: {res['log_file']})")
+    return EXIT_OK
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     """mep version."""
     print(f"mep {version('mep')}")
@@ -334,9 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("file", metavar="FILE")
     pc.set_defaults(func=cmd_config_check)
 
-    add("doctor", "check this machine for the data plane: kernel, BTF, bcc, XDP attach, test-run, store", cmd_doctor,
-        [verbose, conf], "examples:\n  mep doctor\n  mep doctor -c /etc/mep/mep.yaml   (checks its store too)\n\n"
-        "exit status: 0 if every check is OK or n/a, 1 otherwise; needs root for the BPF checks")
+    p = add("doctor", "check this machine for the data plane: kernel, BTF, bcc, XDP attach, test-run, store",
+            cmd_doctor, [verbose, conf],
+            "examples:\n  mep doctor\n  mep doctor -c /etc/mep/mep.yaml   (checks its store too)\n"
+            "  mep doctor -v                      (and the running data plane: XDP mode per port, capacity,\n"
+            "                                      pinned maps, packets per reason)\n"
+            "  mep doctor --ebpf > mep.c          (the exact C and cflags the XDP engine compiles)\n\n"
+            "exit status: 0 if every check is OK or n/a, 1 otherwise; needs root for the BPF checks")
+    p.add_argument("--ebpf", action="store_true", help="print the XDP program's C text and cflags, run no check")
     add("status", "show whether the daemon runs: engine, rule-set generation, store revision, apps", cmd_status,
         [daemon], "examples:\n  mep status\n  mep status -v --socket /run/mep/edge1.sock")
     add("stats", "show packet and byte counters per verdict, reason and rule", cmd_stats, [daemon],
@@ -352,6 +502,56 @@ def build_parser() -> argparse.ArgumentParser:
     frame = p.add_mutually_exclusive_group(required=True)
     frame.add_argument("--hex", metavar="HEX", help="the whole Ethernet frame as hex")
     frame.add_argument("--scapy", metavar="EXPR", help="a scapy expression such as \"Ether(...)/IP(...)/UDP(...)\"")
+    p = sub.add_parser("app", help="add, list and terminate app instances (single-host use, without MEPM)",
+                       description="add, list and terminate app instances on this platform, through the daemon",
+                       epilog="examples:\n  mep app add video-1 --rules rules.yaml\n  mep app list\n"
+                              "  mep app terminate video-1 --wait",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    app_sub = p.add_subparsers(dest="app_command", metavar="SUBCOMMAND", required=True)
+
+    def add_app_cmd(name: str, help: str, func: Callable[[argparse.Namespace], int], epilog: str) -> argparse.ArgumentParser:
+        q = app_sub.add_parser(name, help=help, description=help, parents=[daemon], epilog=epilog,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        q.set_defaults(func=func)
+        return q
+
+    q = add_app_cmd(
+        "add", "create and instantiate an app instance and print its Mp1 client id and secret (shown once)",
+        cmd_app_add,
+        "examples:\n  mep app add video-1\n  mep app add video-1 --no-confirm-ready --rules rules.yaml\n\n"
+        "the rules file (YAML or JSON) holds MEC 011 rules as an AppD would:\n"
+        "  trafficRules:\n  - {trafficRuleId: r1, filterType: FLOW, priority: 5, action: DROP, state: ACTIVE,\n"
+        "     trafficFilter: [{dstAddress: [198.18.100.1/32], protocol: [TCP], dstPort: ['80']}]}\n"
+        "  dnsRules: []\n\n"
+        "the app then gets a token with: curl -u CLIENT_ID:SECRET -d grant_type=client_credentials TOKEN_ENDPOINT",
+    )
+    q.add_argument("app_instance_id", metavar="ID", help="app instance id: 1-128 of A-Z a-z 0-9 . _ ~ -")
+    q.add_argument("--name", default="", help="appName")
+    q.add_argument("--provider", default="", help="appProvider")
+    q.add_argument("--no-confirm-ready", action="store_true",
+                   help="enforce its rules at once, without waiting for confirm_ready (default: apps.confirm_ready_required)")
+    q.add_argument("--graceful-timeout", type=int, metavar="S",
+                   help="seconds it gets to confirm termination (default: apps.graceful_timeout_s)")
+    q.add_argument("--rules", metavar="FILE", help="its traffic and DNS rules (YAML/JSON: trafficRules, dnsRules)")
+    add_app_cmd("list", "list app instances: state, rules, services, client id", cmd_app_list,
+                "examples:\n  mep app list\n  mep app list --json")
+    q = add_app_cmd(
+        "terminate", "terminate an app instance gracefully: notify it, wait for it, remove its rules and services",
+        cmd_app_terminate,
+        "examples:\n  mep app terminate video-1\n  mep app terminate video-1 --wait   (until TERMINATED)",
+    )
+    q.add_argument("app_instance_id", metavar="ID")
+    q.add_argument("--wait", action="store_true", help="wait until it is TERMINATED and its rules are gone")
+    q.set_defaults(wait_slack=5.0)
+    q = add_app_cmd("credentials", "issue new Mp1 credentials for an app instance (the old ones stop working)",
+                    cmd_app_credentials, "examples:\n  mep app credentials video-1")
+    q.add_argument("app_instance_id", metavar="ID")
+    p = add("notifications", "show the notification delivery log: callbacks, outcomes, retries", cmd_notifications,
+            [daemon], "examples:\n  mep notifications\n  mep notifications --app video-1 --status failed -v\n\n"
+            "statuses: pending, delivered, failed, dropped, abandoned")
+    p.add_argument("--app", metavar="ID", help="only deliveries to this app instance")
+    p.add_argument("--status", choices=["pending", "delivered", "failed", "dropped", "abandoned"])
+    p.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="newest N (default 20)")
     add("version", "print the version", cmd_version, [verbose], "examples:\n  mep version -v")
     return parser
 

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
+from .models.service_mgmt import LocalityType
 from .models.types import parse_ip, parse_mac
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "PortRole",
     "TlsConfig",
     "Mp1Config",
+    "Mp1NotificationsConfig",
     "Mm5Config",
     "DnsConfig",
     "AppsConfig",
@@ -97,10 +99,12 @@ class EngineName(StrEnum):
 class Capacity(_Section):
     """Sizes the data plane is built for; a rule set that does not fit is refused."""
 
-    rules: int = Field(default=10_000, ge=1, le=65_536)
-    # The classifier scan is verified once per 64 filters: 32768 filters verify
-    # in about 660k of the kernel's 1M-instruction budget (docs/classifier.md).
-    filters: int = Field(default=16_384, ge=1, le=32_768)
+    # Defaults size the XDP maps at about 25 MiB; 10,000 rules need filters
+    # 16384 and about 100 MiB (docs/classifier.md: memory grows with classes x
+    # filters). The classifier scan is verified once per 64 filters: 32768
+    # filters verify in about 660k of the kernel's 1M-instruction budget.
+    rules: int = Field(default=4_096, ge=1, le=65_536)
+    filters: int = Field(default=8_192, ge=1, le=32_768)
     flows: int = Field(default=65_536, ge=1024, le=4_194_304)
     dns_names: int = Field(default=4_096, ge=1, le=1_048_576)
 
@@ -188,25 +192,103 @@ def _listen(value: str) -> str:
 ListenAddress = Annotated[str, AfterValidator(_listen)]
 
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+class Mp1NotificationsConfig(_Section):
+    """How Mp1 delivers notifications to the apps' callbackReference URIs."""
+
+    timeout_s: float = Field(default=5.0, gt=0, le=60)  # per POST attempt, connect to last byte
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    backoff_s: float = Field(default=1.0, ge=0, le=60)  # before the 2nd attempt; doubles each time
+    max_backoff_s: float = Field(default=60.0, gt=0, le=3600)
+    concurrency: int = Field(default=16, ge=1, le=256)  # POSTs in flight at once
+    queue_size: int = Field(default=10_000, ge=1, le=1_000_000)  # deliveries pending at once; more are dropped
+    # None: <state dir>/<instance>-notifications.jsonl (Config.notification_log_file).
+    log_file: Optional[Path] = None
+    log_entries: int = Field(default=1000, ge=10, le=100_000)  # finished deliveries kept (memory and file)
+
+
 class Mp1Config(_Section):
     enabled: bool = True
     listen: ListenAddress = "127.0.0.1:8081"
     tls: Optional[TlsConfig] = None
     max_body_bytes: int = Field(default=1 << 20, ge=1024, le=64 << 20)
     token_ttl_s: int = Field(default=3600, ge=60, le=86_400)
+    # HMAC key signing the access tokens; None: <state dir>/<instance>-mp1-token.key (Config.token_key_file).
+    token_key_file: Optional[Path] = None
+    # scopeOfLocality of a service registered without one (MEC 011: MEC_HOST when absent).
+    scope_of_locality: LocalityType = LocalityType.MEC_HOST
+    # NTP servers advertised in timing_caps: IP addresses or DNS names.
+    ntp_servers: list[str] = Field(default_factory=list, max_length=16)
+    metrics: bool = True  # serve GET /metrics (Prometheus) on the Mp1 listener
+    notifications: Mp1NotificationsConfig = Mp1NotificationsConfig()
+
+    @field_validator("ntp_servers")
+    @classmethod
+    def _ntp_servers(cls, value: list[str]) -> list[str]:
+        for server in value:
+            try:
+                parse_ip(server)
+            except ValueError:
+                if not _HOSTNAME.match(server):
+                    raise ValueError(f"'{server}' is neither an IP address nor a DNS name") from None
+        return value
 
 
 class Mm5Config(_Section):
     enabled: bool = True
     listen: ListenAddress = "127.0.0.1:50051"
     tls: Optional[TlsConfig] = None
+    # Largest gRPC message either way; 1000 traffic rules are about 0.5 MiB of JSON.
+    max_message_bytes: int = Field(default=4 << 20, ge=64 << 10, le=64 << 20)
+    # Longest list in one ApplyConfiguration (traffic rules, DNS rules, services).
+    max_rules_per_app: int = Field(default=4096, ge=1, le=65_536)
+    # Watch and WatchTask streams open at once.
+    max_streams: int = Field(default=64, ge=1, le=1024)
+    # How long a configuration task waits for the data plane to take it in.
+    apply_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+
+def _ip_port(value: str) -> str:
+    """``198.18.1.2:53`` or ``[2001:db8::53]:53``: an IP literal (never a name) and a port."""
+    host, _, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"'{value}': write an IPv6 address in brackets, [2001:db8::53]:53")
+    try:
+        parse_ip(host)
+    except ValueError:
+        raise ValueError(f"'{value}' needs an IP address, not a name (the resolver cannot resolve itself)") from None
+    return value
 
 
 class DnsConfig(_Section):
+    """The DNS-rule responder (mep/dns, docs/dns.md): UDP and TCP on ``listen``."""
+
     enabled: bool = False
-    listen: ListenAddress = "127.0.0.1:5353"
-    upstream: Optional[str] = None
+    # The MEP's N6-side address (inside dataplane.netns when set); port 0: any free port.
+    listen: Annotated[ListenAddress, AfterValidator(_ip_port)] = "127.0.0.1:5353"
+    # Where queries no DNS rule answers go; None: they are REFUSED.
+    upstream: Optional[Annotated[ListenAddress, AfterValidator(_ip_port)]] = None
     upstream_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    # Forwarded queries waiting for the upstream at once; one more is answered SERVFAIL.
+    max_inflight: int = Field(default=1024, ge=1, le=65_536)
+    # Upstream answers kept (LRU), each for its smallest TTL, at most cache_max_ttl_s; 0: no cache.
+    cache_entries: int = Field(default=10_000, ge=0, le=1_000_000)
+    cache_max_ttl_s: int = Field(default=3600, ge=1, le=86_400)
+    # The EDNS UDP payload size offered to clients (RFC 9715 / DNS flag day 2020: 1232).
+    udp_payload_bytes: int = Field(default=1232, ge=512, le=4096)
+    tcp_connections: int = Field(default=256, ge=1, le=65_536)  # open at once; more are closed at accept
+    tcp_idle_timeout_s: float = Field(default=10.0, gt=0, le=300)  # RFC 7766 section 6.2.3
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_port(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value.rpartition(":")[2] == "0":
+            raise ValueError("the upstream needs a port other than 0")
+        return value
 
 
 class AppsConfig(_Section):
@@ -251,6 +333,21 @@ class Config(BaseSettings):
     def admin_socket(self) -> Path:
         """Where the admin API listens: ``admin.socket`` or /run/mep/<instance>.sock."""
         return self.admin.socket or Path("/run/mep") / f"{self.instance}.sock"
+
+    @property
+    def state_dir(self) -> Path:
+        """The directory of the platform's own files: the one holding ``store.sqlite.path``."""
+        return self.store.sqlite.path.parent
+
+    @property
+    def token_key_file(self) -> Path:
+        """``mp1.token_key_file`` or <state dir>/<instance>-mp1-token.key."""
+        return self.mp1.token_key_file or self.state_dir / f"{self.instance}-mp1-token.key"
+
+    @property
+    def notification_log_file(self) -> Path:
+        """``mp1.notifications.log_file`` or <state dir>/<instance>-notifications.jsonl."""
+        return self.mp1.notifications.log_file or self.state_dir / f"{self.instance}-notifications.jsonl"
 
     @field_validator("instance")
     @classmethod

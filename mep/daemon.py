@@ -5,7 +5,7 @@
     store ──events──> compile loop ──snapshot──> compiler ──CompiledRuleSet──> engine.apply
       ^                  (batches apply_batch_ms)                                  |
       |                                                                            v
-    services (admin API; Mp1, Mm5, DNS in later issues)  <── status, stats, explain
+    services (admin API, apps, Mm5, Mp1, DNS)  <── status, stats, explain; rule-set listeners (DNS)
 
 Start-up, in order: open the store, build the engine (``make_engine``),
 subscribe to store events, compile the current snapshot and apply it, then
@@ -34,6 +34,7 @@ store, exit 0.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import sys
 import time
@@ -41,12 +42,14 @@ from typing import Any, Callable, Protocol
 
 from .admin import AdminApi
 from .config import Config, EngineName
-from .dataplane.compiler import StaticResolver, compile_ruleset
+from .dataplane.compiler import RuleCache, StaticResolver, compile_ruleset
 from .dataplane.engine import Engine
 from .dataplane.factory import make_engine
 from .dataplane.ruleset import CompiledRuleSet
+from .dns import DnsCollector, DnsServer
 from .errors import CompileError, DataplaneError, MepError
 from .log import get_logger, setup_logging
+from .mp1 import AppSupport, Mp1Server
 from .state import open_store
 from .state.records import Snapshot, StoreEvent
 from .state.store import Store
@@ -85,30 +88,44 @@ def _compiler(config: Config) -> _Compile:
     (resolver.netlink_resolver), inside ``dataplane.netns`` when set.
     """
     dp = config.dataplane
+    cache = RuleCache()
     if dp.engine is EngineName.REFERENCE:
         static = StaticResolver.from_config(dp)
 
         def compile_static(snapshot: Snapshot, generation: int) -> CompiledRuleSet:
-            return compile_ruleset(snapshot, config=dp, resolver=static, generation=generation)
+            return compile_ruleset(snapshot, config=dp, resolver=static, generation=generation, cache=cache)
 
         return compile_static
 
     def compile_live(snapshot: Snapshot, generation: int) -> CompiledRuleSet:
         from .dataplane.resolver import netlink_resolver
 
-        return compile_ruleset(snapshot, config=dp, resolver=netlink_resolver(dp, dp.netns), generation=generation)
+        return compile_ruleset(snapshot, config=dp, resolver=netlink_resolver(dp, dp.netns), generation=generation,
+                               cache=cache)
 
     return compile_live
 
 
 def build_services(daemon: "Daemon") -> list[Service]:
-    """The services this build hosts, in start order; the admin API first."""
+    """The services this build hosts, in start order; the admin API first.
+
+    ``apps`` (app lifecycle and notifications, mep/mp1/support.py) always
+    runs: the admin API drives it too; ``mp1`` serves it to the apps.
+    """
     config = daemon.config
-    services: list[Service] = [AdminApi(daemon, config.admin_socket)]
-    # Configured, but not part of this build yet: say so instead of pretending.
-    for name, section in (("mp1", config.mp1), ("mm5", config.mm5), ("dns", config.dns)):
-        if section.enabled:
-            log.warning("service_not_built", service=name, detail=f"{name} is enabled but not part of this build yet")
+    apps = AppSupport(daemon.store, config, daemon.check)
+    services: list[Service] = [AdminApi(daemon, config.admin_socket, apps), apps]
+    if config.mm5.enabled:
+        from .mm5.service import Mm5Service  # grpc is imported only by a daemon that serves Mm5
+
+        services.append(Mm5Service(daemon))
+    dns = DnsServer(config.dns, netns=config.dataplane.netns) if config.dns.enabled else None  # serves N6
+    if config.mp1.enabled:
+        collectors = [DnsCollector(dns)] if dns is not None else []
+        services.append(Mp1Server(config, apps, daemon.engine, collectors))
+    if dns is not None:
+        daemon.add_ruleset_listener(dns.update)
+        services.append(dns)
     return services
 
 
@@ -140,6 +157,8 @@ class Daemon:
         self.applied_revision: int | None = None  # store revision of the rule set in force
         self.compiled_revision = -1  # newest store revision compiled, applied or refused
         self.last_refusal: dict[str, Any] | None = None  # cleared by the next apply
+        self._ruleset_listeners: list[Callable[[CompiledRuleSet], None]] = []
+        self._checked: tuple[Snapshot, CompiledRuleSet] | None = None  # the newest check()'s snapshot and result
 
     @property
     def store(self) -> Store:
@@ -187,9 +206,13 @@ class Daemon:
         snapshot = self.store.snapshot()
         generation = self.generation + 1
         t0 = time.perf_counter()
+        checked, self._checked = self._checked, None
         try:
-            # The snapshot is immutable, so the compiler runs off the event loop.
-            ruleset = await asyncio.to_thread(self._compile, snapshot, generation)
+            if checked is not None and checked[0] is snapshot:  # compiled by check() already
+                ruleset = dataclasses.replace(checked[1], generation=generation)
+            else:
+                # The snapshot is immutable, so the compiler runs off the event loop.
+                ruleset = await asyncio.to_thread(self._compile, snapshot, generation)
         except CompileError as exc:
             self._refused(exc, snapshot.revision)
             await self._mark_compiled(snapshot.revision)
@@ -197,6 +220,8 @@ class Daemon:
         compiled_s = time.perf_counter() - t0
         async with self.engine_lock:
             await asyncio.to_thread(self.engine.apply, ruleset)
+        for listener in self._ruleset_listeners:
+            listener(ruleset)
         self.generation = generation
         self.applied_revision = snapshot.revision
         self.last_refusal = None
@@ -211,6 +236,35 @@ class Daemon:
         )
         await self._mark_compiled(snapshot.revision)
         return True
+
+    def add_ruleset_listener(self, listener: Callable[[CompiledRuleSet], None]) -> None:
+        """Call ``listener`` with the rule set in force now, if any, and with every one applied later.
+
+        It runs in the event loop right after ``engine.apply`` returns, before
+        anything else sees the new generation (``settled()`` waiters included),
+        so whatever it updates (the DNS responder's table) is in step with the
+        engine from the next event on. It must not block or raise.
+        """
+        self._ruleset_listeners.append(listener)
+        if self._engine is not None and self._engine.ruleset is not None:
+            listener(self._engine.ruleset)
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        """The services started so far, in start order."""
+        return tuple(self._started)
+
+    async def check(self, snapshot: Snapshot) -> None:
+        """Compile ``snapshot`` as the compile loop would, off the event loop.
+
+        Raises CompileError when the data plane would refuse it: a store
+        SnapshotCheck (Mm5 and Mp1 pass it to their writes). The newest result
+        is kept: the store hands out the checked snapshot object itself once
+        the write commits, and ``apply_current`` then applies this compilation
+        instead of compiling the same snapshot again.
+        """
+        ruleset = await asyncio.to_thread(self._compile, snapshot, self.generation + 1)
+        self._checked = (snapshot, ruleset)
 
     def _refused(self, exc: CompileError, revision: int) -> None:
         problems = [str(p) for p in exc.problems] or [exc.detail]

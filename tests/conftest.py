@@ -11,6 +11,7 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.etcd",
+    "tests.fixtures.mep_daemon",
     "tests.fixtures.netns",
 ]
 

@@ -155,11 +155,17 @@ def test_scapy_frames_are_built_from_layers() -> None:
     assert frame[12:14] == b"\x08\x00"
 
 
-@pytest.mark.parametrize("module", [mepm.cli, upf_sim.cli], ids=["mepm", "upf-sim"])
-def test_placeholder_commands_print_usage_and_what_comes_later(module: object, capsys: pytest.CaptureFixture[str]) -> None:
-    assert module.main([]) == 0  # type: ignore[attr-defined]
+def test_mepm_prints_usage_and_its_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert mepm.cli.main([]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: ")
-    assert "later issues" in out
-    assert module.main(["version"]) == 0  # type: ignore[attr-defined]
-    assert re.fullmatch(r"\S+ \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+    assert out.startswith("usage: mepm") and "mepm app instantiate" in out
+    assert mepm.cli.main(["version"]) == 0
+    assert re.fullmatch(r"mepm \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+def test_upf_sim_prints_usage_and_its_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert upf_sim.cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: upf-sim") and "upf-sim lab" in out  # tests/upf has the rest
+    assert upf_sim.cli.main(["version"]) == 0
+    assert re.fullmatch(r"upf-sim \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
