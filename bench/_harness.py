@@ -116,15 +116,19 @@ class Report:
     def add(self, **row: Any) -> None:
         self.rows.append(row)
 
-    def write(self, *, plot: Optional[dict[str, Any]] = None) -> Path:
-        """Write <name>.csv, <name>.md and (with ``plot``) <name>.png; returns the markdown path."""
+    def write(self, *, plot: Optional[dict[str, Any]] = None, plot_rows: Optional[list[dict[str, Any]]] = None) -> Path:
+        """Write <name>.csv, <name>.md and (with ``plot``) <name>.png; returns the markdown path.
+
+        ``plot_rows``: the rows to plot, when they are not the table's (several
+        engines of one table row as separate series, say).
+        """
         RESULTS.mkdir(parents=True, exist_ok=True)
         with open(RESULTS / f"{self.name}.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             w.writeheader()
             w.writerows(self.rows)
         if plot:
-            self._plot(**plot)
+            self._plot(plot_rows if plot_rows is not None else self.rows, **plot)
         md = [f"# {self.name}", "", f"**Question.** {self.question}", "", f"**Method.** {self.method}", "",
               "**Machine.** " + ", ".join(f"{k} {v}" for k, v in machine().items()), "",
               "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
@@ -138,16 +142,16 @@ class Report:
         path.write_text("\n".join(md) + "\n")
         return path
 
-    def _plot(self, *, x: str, y: str, series: str, title: str, logx: bool = False, logy: bool = False,
-              ylabel: Optional[str] = None) -> None:
+    def _plot(self, rows: list[dict[str, Any]], *, x: str, y: str, series: str, title: str, logx: bool = False,
+              logy: bool = False, ylabel: Optional[str] = None) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        for name in dict.fromkeys(r[series] for r in self.rows):
-            pts = [(r[x], r[y]) for r in self.rows if r[series] == name and r.get(y) not in (None, "")]
+        for name in dict.fromkeys(r[series] for r in rows):
+            pts = [(r[x], r[y]) for r in rows if r[series] == name and r.get(y) not in (None, "")]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=str(name))
         if logx:

@@ -34,7 +34,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from pyroute2 import IPRoute
 from scapy.layers.inet import IP, UDP
@@ -47,6 +47,8 @@ from mep.config import Capacity, Config, DataplaneConfig
 from mep.dataplane.compiler import compile_ruleset
 from mep.dataplane.links import in_netns
 from mep.dataplane.nftables import emit
+from mep.dataplane.reasons import Verdict
+from mep.dataplane.reference import ReferenceEngine
 from mep.dataplane.resolver import netlink_resolver
 from mep.dataplane.testrun import XDP_FLAGS_DRV_MODE, ProbeProgram
 from mep.models import TrafficRule
@@ -71,6 +73,24 @@ int count(struct xdp_md *ctx) {
 """
 
 DROP_ALL_PORT = 7777
+FORWARD_PORT = 9999  # no rule names it
+
+
+def dn_counter(topo: Topology) -> Callable[[], int]:
+    """Route the benchmark's server network to the DN and count what arrives there; returns the counter.
+
+    An XDP program on the DN's end of the dn veth counts and drops the UDP
+    frames (they go nowhere further); it goes with the topology.
+    """
+    from bcc import BPF
+
+    with in_netns(topo.ns("mep")), IPRoute() as ipr:  # FREE_SERVERS: no rule names it
+        ipr.route("add", dst="198.19.128.0/17", gateway=ADDR.dn_gw)
+    counter = BPF(text=_COUNTER)
+    with in_netns(topo.ns("dn")):
+        counter.attach_xdp(b"eth0", counter.load_func(b"count", BPF.XDP), XDP_FLAGS_DRV_MODE)
+    received = counter["received"]
+    return lambda: sum(received.getvalue(ctypes.c_uint32(0)))
 
 
 def busy_cpu_seconds() -> float:
@@ -80,14 +100,36 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def trafgen_config(dport: int, flows: int) -> str:
-    blocks = []
-    for i in range(flows):
-        frame = bytes(Ether(src=ADDR.upf_n6_mac, dst=ADDR.mep_n6_mac)
-                      / IP(src=f"198.18.{128 + i // 250}.{1 + i % 250}", dst="198.19.128.1")
-                      / UDP(sport=20000 + i, dport=dport) / Raw(b"b" * 18))
-        blocks.append("{ " + ", ".join(f"0x{b:02x}" for b in frame) + " }")
-    return "\n".join(blocks) + "\n"
+def flow_frames(dport: int, flows: int) -> list[bytes]:
+    """One UDP frame per flow, from FREE_SOURCES to FREE_SERVERS (bench/rulegen.py: no rule names them).
+
+    Source ports 768..1023: rulegen's source-port ranges start at 1024, so
+    only a rule on ``dport`` (or none) can match these flows.
+    """
+    return [bytes(Ether(src=ADDR.upf_n6_mac, dst=ADDR.mep_n6_mac)
+                  / IP(src=f"198.18.{128 + i // 250}.{1 + i % 250}", dst="198.19.128.1")
+                  / UDP(sport=768 + i, dport=dport) / Raw(b"b" * 18))
+            for i in range(flows)]
+
+
+def trafgen_config(frames: list[bytes]) -> str:
+    return "\n".join("{ " + ", ".join(f"0x{b:02x}" for b in frame) + " }" for frame in frames) + "\n"
+
+
+def check_verdicts(ruleset: Any, frames: list[bytes], rule: Optional[str]) -> None:
+    """Every frame through the reference engine: matched by the rule named ``rule``, or by none (PASS).
+
+    Run before anything is timed, so a row never measures a path other than the one it names.
+    """
+    engine = ReferenceEngine()
+    engine.apply(ruleset)
+    names = {r.rule_id: r.traffic_rule_id for r in ruleset.rules}
+    for frame in frames:
+        result = engine.process(frame)
+        got = names.get(result.rule_id) if result.rule_id else None
+        if got != rule or (rule is None and result.verdict is not Verdict.PASS):
+            raise RuntimeError(f"a benchmark frame meets rule {got!r} ({result.verdict.name}, {result.reason.name}), "
+                               f"not {rule!r}: the rule set or the flows are wrong")
 
 
 def rules_for(n: int) -> list[dict[str, Any]]:
@@ -107,11 +149,21 @@ def compile_for(config: Config, netns: str, rules: list[dict[str, Any]]) -> Any:
 
 
 def send(topo: Topology, cfg_file: str, packets: int) -> float:
-    """Run trafgen for ``packets`` frames on one CPU; returns the seconds it reports."""
-    out = topo.run("upf", ["trafgen", "--dev", "n6", "--conf", cfg_file, "--num", str(packets), "--cpus", "1",
-                           "--no-sock-mem", "--notouch-irq"],
-                   capture_output=True, text=True, timeout=600,
-                   env={**os.environ, "LC_ALL": "C"})
+    """Run trafgen for ``packets`` frames on one CPU; returns the seconds it reports.
+
+    trafgen now and then fails at start with EAGAIN flushing its TX ring
+    (about one run in five here, before it reports any frame sent): that is
+    retried, up to three times, and said.
+    """
+    for attempt in range(1, 4):
+        out = topo.run("upf", ["trafgen", "--dev", "n6", "--conf", cfg_file, "--num", str(packets), "--cpus", "1",
+                               "--no-sock-mem", "--notouch-irq"],
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "LC_ALL": "C"})
+        if out.returncode == 0 or "Resource temporarily unavailable" not in out.stderr or attempt == 3:
+            break
+        progress(f"  trafgen: EAGAIN flushing its TX ring (attempt {attempt}), again in 0.5 s")
+        time.sleep(0.5)
     if out.returncode != 0:
         raise RuntimeError(f"trafgen failed: {out.stderr.strip()[-400:]}")
     # "   0 sec, 202418 usec on CPU0 (200000 packets)"
@@ -127,8 +179,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--rules", type=int, default=1000)
     ap.add_argument("--packets", type=int, default=2_000_000)
     args = ap.parse_args(argv)
-    from bcc import BPF
-
     from mep.dataplane.xdp import XdpEngine
 
     report = Report("xdp_vs_nft", "What does enforcing the rule set cost per packet in XDP, in nftables, and not at all?",
@@ -137,24 +187,17 @@ def main(argv: Optional[list[str]] = None) -> None:
     pin_root = Path("/sys/fs/bpf") / f"mep-nft-{os.getpid()}"
     workdir = Path(tempfile.mkdtemp(prefix="mep-nft-"))
     with Topology() as topo:
-        # The flows go to a server network no rule names; route it to the DN.
-        with in_netns(topo.ns("mep")), IPRoute() as ipr:
-            ipr.route("add", dst="198.19.128.0/17", gateway=ADDR.dn_gw)
-        counter = BPF(text=_COUNTER)
-        with in_netns(topo.ns("dn")):
-            counter.attach_xdp(b"eth0", counter.load_func(b"count", BPF.XDP), XDP_FLAGS_DRV_MODE)
-        received = counter["received"]
-
-        def delivered() -> int:
-            return sum(received.getvalue(ctypes.c_uint32(0)))
-
+        delivered = dn_counter(topo)
         config = Config(instance="nft", dataplane=DataplaneConfig(
             ports=MEP_PORTS, pin_root=pin_root,  # type: ignore[arg-type]
             capacity=Capacity(rules=args.rules + 16, filters=4 * args.rules + 64, flows=65536)))
         rules = rules_for(args.rules)
         mixes = {"forwarded": workdir / "fwd.cfg", "dropped": workdir / "drop.cfg"}
-        mixes["forwarded"].write_text(trafgen_config(9999, 256))
-        mixes["dropped"].write_text(trafgen_config(DROP_ALL_PORT, 256))
+        ruleset = compile_for(config, topo.ns("mep"), rules)
+        for (mix, cfg_file), (dport, rule) in zip(mixes.items(), [(FORWARD_PORT, None), (DROP_ALL_PORT, "last")]):
+            frames = flow_frames(dport, 256)
+            check_verdicts(ruleset, frames, rule)
+            cfg_file.write_text(trafgen_config(frames))
         engine: Optional[XdpEngine] = None
         probe = ProbeProgram.load()
         with in_netns(topo.ns("mep")):
@@ -163,13 +206,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         try:
             for filt in ("none", "nftables", "xdp"):
                 if filt == "nftables":
-                    rs = compile_for(config, topo.ns("mep"), rules)
-                    nft = topo.run("mep", ["nft", "-f", "-"], input=emit(rs).encode(), capture_output=True)
+                    nft = topo.run("mep", ["nft", "-f", "-"], input=emit(ruleset).encode(), capture_output=True)
                     assert nft.returncode == 0, nft.stderr.decode()
                 if filt == "xdp":
                     topo.run("mep", ["nft", "flush", "ruleset"], check=True)
                     engine = XdpEngine(config, netns=topo.ns("mep"))  # replaces the pass-only program
-                    engine.apply(compile_for(config, topo.ns("mep"), rules))
+                    engine.apply(ruleset)
                 for mix, cfg_file in mixes.items():
                     progress(f"{filt}, {mix}: {args.packets} packets")
                     d0, c0 = delivered(), busy_cpu_seconds()

@@ -385,7 +385,7 @@ class Daemon:
             self._store.unsubscribe(self._queue)
             self._queue = None
         if self._engine is not None:
-            self._engine.close()
+            await asyncio.to_thread(self._engine.close)  # netlink work (pyroute2's sync API) off the loop
         if self._store is not None:
             await self._store.close()
             self._store = None

@@ -27,7 +27,8 @@ from typing import Callable, Optional
 from mep.dataplane.links import delete_link, ensure_veth, in_netns, link, neighbours
 from pyroute2 import netns
 
-from mep.dataplane.packet import GTPU_PORT, ethernet, gtpu_header, inet_checksum, outer_ip
+from mep.dataplane.fastpath import extension
+from mep.dataplane.packet import ethernet, inet_checksum, outer_ip
 from mep.dataplane.ruleset import IpAddr
 from mep.dataplane.testrun import BPF_F_TEST_XDP_LIVE_FRAMES, prog_test_run
 from mep.errors import DataplaneError, InvalidInput, MapWriteError
@@ -149,11 +150,13 @@ def user_packet(proto: str, size: int, src: IPv4Address, dst: IPv4Address, sport
 
 
 def g_pdu(table: SessionTable, session: Session, user: bytes, *, gnb_mac: bytes, upf_mac: bytes) -> bytes:
-    """The N3 frame the gNB sends for ``user`` of ``session``: outer IPv4/UDP 2152/G-PDU with the QFI."""
-    gtp = gtpu_header(session.teid_ul, len(user), session.qfi)
-    udp = GTPU_PORT.to_bytes(2, "big") * 2 + (8 + len(gtp) + len(user)).to_bytes(2, "big") + b"\0\0"
-    ip = outer_ip(IpAddr(4, int(table.gnb)), IpAddr(4, int(table.upf)), 17, len(udp) + len(gtp) + len(user), 0)
-    return ethernet(upf_mac, gnb_mac, 4) + ip + udp + gtp + user
+    """The N3 frame the gNB sends for ``user`` of ``session``: outer IPv4/UDP 2152/G-PDU with the QFI.
+
+    The outer headers are the engines' own (``_fastpath.gtpu_encap``, the bytes
+    FORWARD_ENCAPSULATED writes), so the UPF and the MEP read what they write.
+    """
+    gtpu: bytes = extension().gtpu_encap(user, session.teid_ul, session.qfi, table.gnb.packed, table.upf.packed)
+    return ethernet(upf_mac, gnb_mac, 4) + gtpu
 
 
 @dataclass

@@ -2,8 +2,11 @@
 
 Each engine lives in its own module and is imported only when chosen, so a
 daemon running the reference engine never imports bcc. The engine in use is
-always the one configured: a missing or failing engine is an error, never a
-silent fallback to another (STYLE.md section 2).
+the one configured, with one exception, never silent: when ``xdp`` cannot
+load or attach (bcc missing, no BPF rights, a driver without XDP), the
+fastpath engine runs instead, a warning says why, and ``describe()`` keeps
+saying it (``fallback_from``). Any other missing or failing engine is an error
+(STYLE.md section 2).
 
 Constructors: ``ReferenceEngine()`` needs nothing; ``XdpEngine(config, netns=)``
 and ``FastpathEngine(config, netns=)`` take the whole Config (ports,
@@ -14,10 +17,13 @@ from __future__ import annotations
 import importlib
 
 from ..config import Config, EngineName
-from ..errors import DataplaneError
+from ..errors import AttachError, DataplaneError, LoadError
+from ..log import get_logger
 from .engine import Engine
 
 __all__ = ["make_engine", "ENGINE_MODULES"]
+
+log = get_logger(__name__)
 
 # engine name -> (module, class)
 ENGINE_MODULES: dict[EngineName, tuple[str, str]] = {
@@ -49,6 +55,15 @@ def make_engine(config: Config) -> Engine:
     engine_class = getattr(module, class_name)
     if name is EngineName.REFERENCE:
         engine: Engine = engine_class()
-    else:
+        return engine
+    try:
         engine = engine_class(config, netns=config.dataplane.netns)
+    except (LoadError, AttachError, ModuleNotFoundError) as exc:
+        if name is not EngineName.XDP or (isinstance(exc, ModuleNotFoundError) and exc.name != "bcc"):
+            raise
+        reason = f"xdp could not run: {exc}"
+        log.warning("engine_fallback", configured="xdp", engine="fastpath", reason=reason)
+        from .fastpath import FastpathEngine
+
+        engine = FastpathEngine(config, netns=config.dataplane.netns, fallback_from=reason)
     return engine

@@ -9,13 +9,23 @@ from typing import Callable
 
 import pytest
 
+from mep.config import Config, DataplaneConfig
 from mep.dataplane.engine import Engine
+from mep.dataplane.fastpath import FastpathEngine
 from mep.dataplane.reference import ReferenceEngine
+from tests.packets import PORTS
 
 EngineFactory = Callable[[], Engine]
 
+
+def fastpath_offline() -> FastpathEngine:
+    """The Cython engine without I/O: process() runs the C pipeline on the given frame."""
+    return FastpathEngine(Config(dataplane=DataplaneConfig(ports=PORTS)), io=False)
+
+
 ENGINES: dict[str, EngineFactory] = {
     "reference": ReferenceEngine,
+    "fastpath": fastpath_offline,
 }
 
 

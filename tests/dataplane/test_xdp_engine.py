@@ -53,6 +53,19 @@ def test_rule_counters_survive_an_update_and_removal(xdp_engine) -> None:  # typ
     assert got.packets == (base.packets if base else 0) + 4
 
 
+def test_full_and_small_rule_sets_alternating_never_run_out_of_counter_slots(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    """A removed rule's slot is held for two generations: the array has room for that (maps/counters.py)."""
+    from mep.config import Capacity
+
+    capacity = xdp_engine.describe()["capacity"]["rules"]
+    full = [rule(f"r{i}", "DROP", filters=[{"dstPort": [str(1000 + i)]}]) for i in range(capacity)]
+    for generation in range(1, 7):
+        rules = full if generation % 2 else full[:8]
+        xdp_engine.apply(ruleset(rules, generation=generation, capacity=Capacity(rules=capacity, filters=capacity)))
+        assert len(xdp_engine.ruleset.rules) == len(rules)
+    assert xdp_engine.process(frame_bytes(HTTP_SYN), N6).verdict == Verdict.PASS
+
+
 def test_a_rule_set_beyond_the_loaded_capacity_is_refused(xdp_engine) -> None:  # type: ignore[no-untyped-def]
     generation = xdp_engine.generation
     too_many = [rule(f"r{i}", "DROP", filters=[{"dstPort": [str(i)]}]) for i in range(1100)]

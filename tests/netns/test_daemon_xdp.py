@@ -22,16 +22,11 @@ from mep.daemon import Daemon
 from mep.models import TrafficRule
 from mep.state.lifecycle import LifecycleEvent
 from mep.state.records import AppInstance
+from tests.netns.lab import REPO, STEER_HTTP, ask, settle
 from tests.rulesets import rule
 from upf_sim.topology import ADDR, MEP_PORTS, Topology
 
 pytestmark = pytest.mark.needs_root
-REPO = Path(__file__).resolve().parents[2]
-
-STEER = rule("steer", "FORWARD_DECAPSULATED", 1, flow=True,
-             filters=[{"dstAddress": [ADDR.server], "dstPort": ["80"], "protocol": ["TCP"]}],
-             dst={"interfaceType": "IP", "dstIpAddress": ADDR.app1})
-
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topology]:
@@ -48,21 +43,6 @@ def topo() -> Iterator[Topology]:
             for p in procs:
                 p.kill()
                 p.wait()
-
-
-def ask(topo: Topology) -> str:
-    out = topo.run("upf", [sys.executable, "-m", "tests.netns.peers", "tcp-ask", ADDR.ue1, ADDR.server, "80", "q"],
-                   cwd=REPO, capture_output=True)
-    return json.loads(out.stdout.decode().splitlines()[-1])["reply"]  # type: ignore[no-any-return]
-
-
-async def settle(daemon: Daemon) -> None:
-    """Wait until the daemon has compiled everything the store holds."""
-    for _ in range(500):
-        if daemon.compiled_revision >= daemon.store.revision:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the daemon did not apply the store's changes")
 
 
 def test_store_changes_steer_real_packets(topo: Topology, tmp_path: Path) -> None:
@@ -82,7 +62,7 @@ def test_store_changes_steer_real_packets(topo: Topology, tmp_path: Path) -> Non
         try:
             store = daemon.store
             await store.create_app(AppInstance(appInstanceId="cache"))
-            await store.put_traffic_rule("cache", TrafficRule.model_validate(STEER))
+            await store.put_traffic_rule("cache", TrafficRule.model_validate(STEER_HTTP))
             await store.transition_app("cache", LifecycleEvent.INSTANTIATE)
             await settle(daemon)
             assert await asyncio.to_thread(ask, topo) == "dn:q"  # not READY: not enforced
@@ -91,7 +71,7 @@ def test_store_changes_steer_real_packets(topo: Topology, tmp_path: Path) -> Non
             assert await asyncio.to_thread(ask, topo) == "app1:q"
             described = daemon.engine.describe()
             assert described["engine"] == "xdp" and described["xdp_modes"]["n6"] in ("native", "generic")
-            await store.put_traffic_rule("cache", TrafficRule.model_validate({**STEER, "state": "INACTIVE"}))
+            await store.put_traffic_rule("cache", TrafficRule.model_validate({**STEER_HTTP, "state": "INACTIVE"}))
             await settle(daemon)
             assert await asyncio.to_thread(ask, topo) == "dn:q"
         finally:

@@ -3,7 +3,7 @@
 The UEs are sockets in the ran namespace bound to their addresses; the gNB
 (upf_sim/gnb.py) tunnels them over N3, the UPF (upf_sim/upf.py) puts them
 on N6, and the MEP's XdpEngine applies the rules, as in
-tests/netns/test_xdp_topology.py (whose Lab drives the engine). Replies
+tests/netns/lab.py (whose XdpLab drives the engine). Replies
 come back through the MEP's flow state, the UPF's downlink encapsulation
 and the gNB's decapsulation. Counters of all three are asserted.
 """
@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.netns.test_xdp_topology import STEER_HTTP, Lab
+from tests.netns.lab import STEER_HTTP, XdpLab
 from tests.rulesets import rule
 from upf_sim.counters import Counters
 from upf_sim.gnb import Gnb
@@ -35,7 +35,7 @@ STEER_UDP = rule("steer-udp", "FORWARD_DECAPSULATED", 2,
 
 @dataclass
 class RoundTrip:
-    lab: Lab
+    lab: XdpLab
     upf: Upf
     gnb: Gnb
 
@@ -45,7 +45,7 @@ def rt() -> Iterator[RoundTrip]:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, BPF); CI runs as root")
     with Topology() as topo:
-        lab = Lab(topo, Path("/sys/fs/bpf") / f"mep-upf-rt-{os.getpid()}")
+        lab = XdpLab(topo, Path("/sys/fs/bpf") / f"mep-upf-rt-{os.getpid()}")
         opened: list[Upf | Gnb] = []
         try:
             upf = Upf(TABLE, netns=topo.ns("upf"))
@@ -102,7 +102,7 @@ def test_generated_uplink_reaches_the_app_exactly(rt: RoundTrip) -> None:
         upf_before = rt.upf.counters().reasons["UPF_UL_FORWARDED"].packets
         sent = gen.run(FlowMix.parse("udp/64:3,udp/570:1"), rate=20_000, packets=count)
     assert sent.packets == count
-    assert Lab.result(receiver)["received"] == count
+    assert XdpLab.result(receiver)["received"] == count
     assert rt.upf.counters().reasons["UPF_UL_FORWARDED"].packets - upf_before == count
     rule_after = rt.lab.engine.counters().rules[2]
     assert rule_after.packets - (rule_before.packets if rule_before else 0) == count

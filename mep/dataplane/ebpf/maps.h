@@ -39,7 +39,7 @@ BPF_TABLE_PINNED7("lru_hash", struct flow_cache_key4, struct flow_cache_val, mep
 /* expected reply -> how to send it back; writer: the XDP program (FORWARD_* FLOW rules) */
 BPF_TABLE_PINNED("lru_hash", struct flow_key, struct flow_val, mep_flows, MEP_FLOW_CAPACITY, MEP_PIN(mep_flows));
 /* counter slot -> per-CPU packets/bytes of one rule; writer: the XDP program, zeroed by maps/counters.py on reuse */
-BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_rule_counters, MEP_MAX_RULES,
+BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_rule_counters, MEP_RULE_COUNTER_SLOTS,
 		 MEP_PIN(mep_rule_counters));
 /* reason -> per-CPU packets/bytes; writer: the XDP and TC programs */
 BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_reason_counters, MEP_NREASONS,
@@ -55,7 +55,7 @@ BPF_ARRAY(mep_mirrors, u32, 2);
 BPF_TABLE_PINNED("hash", struct dns_key, struct dns_val, mep_dns, MEP_DNS_ENTRIES, MEP_PIN(mep_dns));
 /* counter slot -> per-CPU answered queries and their bytes (slot 0: NODATA answers);
  * writer: the XDP program, zeroed by maps/dns.py on reuse */
-BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_dns_counters, MEP_MAX_DNS_NAMES + 1,
+BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_dns_counters, MEP_DNS_COUNTER_SLOTS,
 		 MEP_PIN(mep_dns_counters));
 /* [0]: the responder's address and port (dns.listen); writer: maps/dns.py at load */
 BPF_ARRAY(mep_dns_cfg, struct dns_cfg, 1);

@@ -19,6 +19,7 @@ from ...models import TrafficRuleAction
 from ..reasons import Reason
 from ..ruleset import TargetKind
 from ..tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, Field
+from .counters import slots_for
 
 __all__ = ["ActionCode", "ACTION_CODE", "ROLE_CODE", "ROLE_MIRROR", "MAX_IFINDEX", "Sizes", "VALUE_BASE",
            "VALUE_SPACE", "cflags"]
@@ -91,6 +92,7 @@ def cflags(sizes: Sizes, pin_dir: Path, *, debug: bool = False) -> list[str]:
     """The -D and -I flags the program is compiled with; `mep doctor -v` prints them."""
     defs: dict[str, object] = {
         "MEP_MAX_RULES": sizes.rules,
+        "MEP_RULE_COUNTER_SLOTS": slots_for(sizes.rules),  # maps/counters.py: in force + two retiring generations
         "MEP_MAX_FILTERS": sizes.filters,
         "MEP_MAX_VECTORS": sizes.vectors,
         "MEP_MAX_PREFIXES": sizes.prefixes,

@@ -34,7 +34,7 @@ from ...dns.twin import PASS_FLAGS
 from ...dns.wire import ANSWER_FLAGS, COPIED_FLAGS
 from ...errors import MapWriteError
 from ..engine import PacketBytes
-from .counters import SlotCounters, per_cpu_sum
+from .counters import SlotCounters, per_cpu_sum, slots_for
 
 __all__ = ["DnsMaps", "DnsHits", "DNS_RR_BYTES", "NODATA_SLOT", "dns_cflags", "entry_capacity"]
 
@@ -50,7 +50,7 @@ def entry_capacity(dns_names: int) -> int:
 def dns_cflags(dns_names: int) -> list[str]:
     """The -D flags of the DNS responder (to be added to maps/abi.py cflags())."""
     defs = {
-        "MEP_MAX_DNS_NAMES": dns_names,  # capacity.dns_names: counter slots 1.., mep_dns is entry_capacity()
+        "MEP_DNS_COUNTER_SLOTS": 1 + slots_for(dns_names),  # slot 0 (NODATA), then maps/counters.py's slots
         "MEP_DNS_ENTRIES": entry_capacity(dns_names),
         "MEP_DNS_NAME_BYTES": DNS_NAME_BYTES,
         "MEP_DNS_RR_BYTES": DNS_RR_BYTES,

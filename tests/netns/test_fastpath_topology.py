@@ -1,0 +1,133 @@
+"""The fastpath engine's own life cycle on the lab topology (its steering scenarios: test_steering_topology.py).
+
+Closing the engine gives the ports back to the kernel, a configured ``xdp``
+engine that cannot attach runs as fastpath, saying so, and the daemon runs
+``engine: fastpath`` from store change to packet.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute, netns
+
+from mep.config import Capacity, Config, DataplaneConfig
+from mep.daemon import Daemon
+from mep.dataplane.factory import make_engine
+from mep.dataplane.fastpath import FastpathEngine
+from mep.dataplane.links import in_netns
+from mep.models import TrafficRule
+from mep.state.lifecycle import LifecycleEvent
+from mep.state.records import AppInstance
+from tests.netns.lab import REPO, STEER_HTTP, ask, fastpath_lab, settle
+from tests.rulesets import rule
+from upf_sim.topology import ADDR, MEP_PORTS, Topology
+
+pytestmark = pytest.mark.needs_root
+
+
+def test_a_closed_engine_gives_the_ports_back_to_the_kernel() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, nftables, AF_PACKET)")
+    with Topology() as topo:
+        lab = fastpath_lab(topo)
+        try:
+            lab.start("dn", "echo-tcp", ADDR.server, "80", "dn")
+            lab.apply([rule("block", "DROP", 0, filters=[{"protocol": ["TCP"]}])])
+            blocked = topo.run("upf", [sys.executable, "-m", "tests.netns.peers", "tcp-ask", ADDR.ue1, ADDR.server,
+                                       "80", "x"], cwd=REPO, capture_output=True, timeout=30)
+            assert blocked.returncode != 0  # the DROP rule is enforced: no connection
+            lab.engine.close()
+            assert lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", "back")["reply"] == "dn:back"
+            nft = topo.run("mep", ["nft", "list", "tables"], capture_output=True)
+            assert b"mep_fastpath" not in nft.stdout
+        finally:
+            lab.close()
+
+
+def test_xdp_that_cannot_attach_runs_as_fastpath_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """dataplane.engine xdp with xdp_mode native on ports without native XDP (bridges): a loud fallback."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, BPF)")
+    pytest.importorskip("bcc", reason="bcc (python3-bpfcc) is needed to try XDP first")
+    name = f"mep-fb-{uuid.uuid4().hex[:6]}"
+    pin_root = Path("/sys/fs/bpf") / name
+    netns.create(name)
+    engine = None
+    try:
+        with in_netns(name), IPRoute() as ipr:
+            for ifname, mac in (("n6", "02:00:00:00:06:01"), ("dn", "02:00:00:00:0d:01")):
+                ipr.link("add", ifname=ifname, kind="bridge")
+                ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], address=mac, state="up")
+        config = Config(instance="fallback", dataplane=DataplaneConfig(
+            engine="xdp", xdp_mode="native", netns=name, pin_root=pin_root,
+            ports=[{"name": "n6", "ifname": "n6", "role": "n6"},
+                   {"name": "dn", "ifname": "dn", "role": "dn"}],
+            capacity=Capacity(rules=64, filters=64, flows=1024, dns_names=16)))
+        with caplog.at_level(logging.WARNING, logger="mep.dataplane.factory"):
+            engine = make_engine(config)
+        assert isinstance(engine, FastpathEngine)
+        described = engine.describe()
+        assert described["engine"] == "fastpath" and described["io_running"]
+        assert "xdp could not run" in described["fallback_from"]
+        assert any("engine_fallback" in r.getMessage() for r in caplog.records)
+    finally:
+        if engine is not None:
+            engine.close()
+        netns.remove(name)
+        shutil.rmtree(pin_root, ignore_errors=True)
+
+
+def test_the_daemon_with_engine_fastpath_steers_real_packets(tmp_path: Path) -> None:
+    """``dataplane.engine: fastpath`` through the daemon: store -> compiler -> engine -> packets."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, nftables, AF_PACKET)")
+    config = Config.model_validate({
+        "instance": "dfp",
+        "store": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "mep.db")}},
+        "dataplane": {"engine": "fastpath", "ports": MEP_PORTS,
+                      "capacity": {"rules": 128, "filters": 256, "flows": 4096, "dns_names": 16}},
+        "admin": {"socket": str(tmp_path / "admin.sock")},
+        "mp1": {"enabled": False}, "mm5": {"enabled": False},
+    })
+    with Topology() as topo:
+        config = config.model_copy(update={"dataplane": config.dataplane.model_copy(update={"netns": topo.ns("mep")})})
+        lab_procs = [topo.popen(role, [sys.executable, "-m", "tests.netns.peers", "echo-tcp", host, "80", role],
+                                cwd=REPO, stdout=subprocess.PIPE) for role, host in (("app1", "0.0.0.0"), ("dn", ADDR.server))]
+
+        async def scenario() -> None:
+            daemon = Daemon(config)
+            await daemon.start()
+            try:
+                assert daemon.engine.describe()["engine"] == "fastpath"
+                await daemon.store.create_app(AppInstance(appInstanceId="cache"))
+                await daemon.store.put_traffic_rule("cache", TrafficRule.model_validate(STEER_HTTP))
+                await daemon.store.transition_app("cache", LifecycleEvent.INSTANTIATE)
+                await daemon.store.transition_app("cache", LifecycleEvent.CONFIRM_READY)
+                await settle(daemon)
+                assert await asyncio.to_thread(ask, topo) == "app1:q"
+                await daemon.store.put_traffic_rule("cache", TrafficRule.model_validate({**STEER_HTTP,
+                                                                                        "state": "INACTIVE"}))
+                await settle(daemon)
+                assert await asyncio.to_thread(ask, topo) == "dn:q"
+            finally:
+                await daemon.close()
+
+        try:
+            for p in lab_procs:
+                assert p.stdout is not None and json.loads(p.stdout.readline())["listening"]
+            asyncio.run(scenario())
+            nft = topo.run("mep", ["nft", "list", "tables"], capture_output=True)
+            assert b"mep_fastpath" not in nft.stdout  # closing the daemon gave the ports back
+        finally:
+            for p in lab_procs:
+                p.kill()
+                p.wait()
