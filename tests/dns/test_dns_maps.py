@@ -20,6 +20,7 @@ import pytest
 from mep.config import Capacity, DnsConfig
 from mep.dataplane.maps.abi import Sizes, cflags
 from mep.dataplane.maps.dns import NODATA_SLOT, DnsMaps, entry_capacity
+from mep.dataplane.maps.counters import slots_for
 from mep.dataplane.testrun import prog_test_run
 from mep.dns.table import DNS_NAME_BYTES, AnswerTable, answer_record, wire_name
 from mep.errors import CapacityError
@@ -122,7 +123,7 @@ def test_layout_sizes(bpf: Any) -> None:
     table = bpf["mep_dns"]
     assert ct.sizeof(table.Key) == 4 + DNS_NAME_BYTES and ct.sizeof(table.Leaf) == 40
     assert table.max_entries == entry_capacity(DNS_NAMES)
-    assert bpf["mep_dns_counters"].max_entries == DNS_NAMES + 1
+    assert bpf["mep_dns_counters"].max_entries == 1 + slots_for(DNS_NAMES)  # NODATA, then 3 x the names
     assert ct.sizeof(bpf["mep_dns_cfg"].Leaf) == 20
 
 

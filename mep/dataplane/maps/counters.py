@@ -49,6 +49,7 @@ class SlotCounters:
     def __init__(self, table: Any, first: int, capacity: int, capacity_field: str,
                  slots: dict[int, int] | None = None) -> None:
         self._table = table
+        self._capacity = capacity
         self._range = range(first, first + slots_for(capacity))
         self._field = capacity_field
         self._slots: dict[int, int] = dict(slots or {})  # rule id -> slot
@@ -66,6 +67,10 @@ class SlotCounters:
     def assign(self, rule_ids: list[int]) -> dict[int, int]:
         """Slots for the rules of the next generation: existing ones kept, new ones zeroed."""
         wanted = set(rule_ids)
+        if len(wanted) > self._capacity:
+            raise CapacityError([RuleProblem("*", "*", self._field,
+                                             f"{len(wanted)} rules need a counter; the data plane was loaded "
+                                             f"for {self._capacity}")])
         for rule_id in [r for r in self._slots if r not in wanted]:
             slot = self._slots.pop(rule_id)
             self._finals[rule_id] = self._plus_final(rule_id, per_cpu_sum(self._table, slot))
@@ -75,10 +80,7 @@ class SlotCounters:
         for rule_id in rule_ids:
             if rule_id in self._slots:
                 continue
-            found = next(free, None)
-            if found is None:
-                raise CapacityError([RuleProblem("*", "*", self._field,
-                                                 f"no free counter slot among {len(self._range)}")])
+            found = next(free)  # never exhausted: at most capacity in force + 2 x capacity retiring
             self._zero(found)
             self._slots[rule_id] = found
         self._retiring = [set(), self._retiring[0]]
