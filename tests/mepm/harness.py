@@ -14,14 +14,18 @@ import pytest
 
 import mepm.cli
 from mep.mm5.client import ClientTls, Mm5Client
+from mep.mm5.rpc import pb
 from mepm.certs import CertPaths
 from tests.fixtures.mep_daemon import ROOT, MepProcess
 from tests.mm5.bodies import udp_frame_hex
 
-__all__ = ["Mepm", "Reconciler", "host_args", "on_mep", "wait_until", "probe", "APPD", "ROOT"]
+__all__ = ["Mepm", "Reconciler", "host_args", "on_mep", "wait_until", "probe", "instance", "running",
+           "APP", "APPD", "PORT", "ROOT"]
 
 T = TypeVar("T")
 APPD = ROOT / "examples" / "appd"
+APP = "video-analytics"  # examples/appd/video-analytics.yaml
+PORT = 8554  # a port its traffic rule steers (in every generation the tests write)
 
 
 class Mepm:
@@ -115,3 +119,34 @@ def probe(mep: MepProcess, dport: int) -> dict[str, Any]:
     """A UE's UDP datagram to 198.18.100.1:dport through the MEP's engine (``mep explain``; it is counted)."""
     result: dict[str, Any] = mep.admin.post("/explain", {"frame": udp_frame_hex(dport), "ingress": 1})
     return result
+
+
+
+def instance(mep: MepProcess, certs: CertPaths) -> dict[str, Any] | None:
+    """The MEPM app's instance on ``mep`` as Mm5 reports it, or None when it has none."""
+
+    async def call(client: Mm5Client) -> dict[str, Any] | None:
+        state = await client.get_state()
+        apps = [a for a in state.apps if a.app_instance_id.startswith(f"{APP}-")]
+        if not apps:
+            return None
+        (a,) = apps
+        counters = {c.traffic_rule_id: c.packets for c in (await client.get_counters(a.app_instance_id)).rules}
+        return {
+            "id": a.app_instance_id,
+            "state": pb.AppState.Name(a.state),
+            "generation": a.config_generation,
+            "in_force": a.in_force,
+            "rules": {r.id: r.rule_id for r in a.traffic_rules},
+            "packets": counters,
+        }
+
+    return on_mep(mep, certs, call)
+
+
+def running(mep: MepProcess, certs: CertPaths, generation: int) -> dict[str, Any] | None:
+    """The instance once it is READY at ``generation`` and in force; else None."""
+    seen = instance(mep, certs)
+    if seen and seen["state"] == "READY" and seen["generation"] == generation and seen["in_force"]:
+        return seen
+    return None

@@ -4,7 +4,7 @@ Two real ``mep run`` processes (reference engine), each with its own etcd
 prefix in one real etcd, Mm5 over mutual TLS; MEPM's desired state under a
 third prefix; ``mepm reconcile`` as a process. "Traffic" is a UE's datagram
 run through each MEP's engine with ``mep explain`` (the reference engine sees
-no wire); the namespace-topology version of this test sends real frames.
+no wire); test_mepm_topology.py sends real frames through two lab topologies.
 
 With the reference engine the counters live in the process, so after a
 kill -9 they start again from zero: what this test proves is that the same
@@ -16,50 +16,15 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mep.mm5.client import Mm5Client
-from mep.mm5.rpc import pb
 from mepm.certs import CertPaths
 from tests.fixtures.etcd import delete_prefix
-from tests.fixtures.mep_daemon import MepFactory, MepProcess
-from tests.mepm.harness import APPD, Mepm, Reconciler, host_args, on_mep, probe, wait_until
+from tests.fixtures.mep_daemon import MepFactory
+from tests.mepm.harness import APP, APPD, PORT, Mepm, Reconciler, host_args, instance, probe, running, wait_until
 
-APP = "video-analytics"
-PORT = 8554  # in the AppD's first generation
-NEW_PORT = 9554  # only in the second
-
-
-def instance(mep: MepProcess, certs: CertPaths) -> dict[str, Any] | None:
-    """The MEPM app's instance on ``mep`` as Mm5 reports it, or None when it has none."""
-
-    async def call(client: Mm5Client) -> dict[str, Any] | None:
-        state = await client.get_state()
-        apps = [a for a in state.apps if a.app_instance_id.startswith(f"{APP}-")]
-        if not apps:
-            return None
-        (a,) = apps
-        counters = {c.traffic_rule_id: c.packets for c in (await client.get_counters(a.app_instance_id)).rules}
-        return {
-            "id": a.app_instance_id,
-            "state": pb.AppState.Name(a.state),
-            "generation": a.config_generation,
-            "in_force": a.in_force,
-            "rules": {r.id: r.rule_id for r in a.traffic_rules},
-            "packets": counters,
-        }
-
-    return on_mep(mep, certs, call)
-
-
-def running(mep: MepProcess, certs: CertPaths, generation: int) -> dict[str, Any] | None:
-    """The instance once it is READY at ``generation`` and in force; else None."""
-    seen = instance(mep, certs)
-    if seen and seen["state"] == "READY" and seen["generation"] == generation and seen["in_force"]:
-        return seen
-    return None
+NEW_PORT = 9554  # only in the AppD's second generation
 
 
 def appd_v2(tmp_path: Path) -> Path:

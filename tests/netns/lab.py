@@ -129,9 +129,9 @@ def fastpath_lab(topo: Topology) -> EngineLab:
     return EngineLab(topo, config, FastpathEngine(config, netns=topo.ns("mep")))
 
 
-def ask(topo: Topology) -> str:
-    """What the DN or the app answers UE1's TCP question to the server's port 80."""
-    out = topo.run("upf", [sys.executable, "-m", "tests.netns.peers", "tcp-ask", ADDR.ue1, ADDR.server, "80", "q"],
+def ask(topo: Topology, port: int = 80) -> str:
+    """What the DN or the app answers UE1's TCP question "q" to the server's ``port``."""
+    out = topo.run("upf", [sys.executable, "-m", "tests.netns.peers", "tcp-ask", ADDR.ue1, ADDR.server, str(port), "q"],
                    cwd=REPO, capture_output=True)
     return json.loads(out.stdout.decode().splitlines()[-1])["reply"]  # type: ignore[no-any-return]
 
