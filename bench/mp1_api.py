@@ -32,7 +32,7 @@ from sending the PUT to the answer of the first steered probe. Then it PUTs
 the rule INACTIVE and waits until probes pass again (untimed). The rule's
 counter is checked to equal the probes that hit it. The resolution is about
 1 ms (the 0.5 ms between probes plus a probe's round trip); each N runs with
-``dataplane.apply_batch_ms`` 1 (the default) and 0.
+``dataplane.apply_batch_ms`` 0 (the default) and 1.
 
 Examples:
     python -m bench.mp1_api                              # everything, about 6 minutes
@@ -148,7 +148,7 @@ def pinned(cpu: int) -> list[str]:
 class Mep:
     """A ``mep run`` process pinned to SERVER_CPU, with one app and its token."""
 
-    def __init__(self, workdir: Path, capacity_rules: int, apply_batch_ms: float = 1) -> None:
+    def __init__(self, workdir: Path, capacity_rules: int, apply_batch_ms: float = 0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.socket = workdir / "admin.sock"

@@ -155,8 +155,9 @@ class DataplaneConfig(_Section):
     default_action: Literal["PASSTHROUGH", "DROP"] = "PASSTHROUGH"
     capacity: Capacity = Capacity()
     ports: list[PortConfig] = Field(default_factory=list, max_length=64)
-    # Store changes arriving within this window are compiled as one rule set.
-    apply_batch_ms: float = Field(default=1.0, ge=0, le=1000)
+    # Store changes arriving within this window are compiled as one rule set. 0: the
+    # loop still takes every change queued meanwhile (a compile's worth of them) at once.
+    apply_batch_ms: float = Field(default=0.0, ge=0, le=1000)
     pin_root: Path = Path("/sys/fs/bpf/mep")
     # The network namespace the ports live in, when the daemon itself runs
     # elsewhere (its APIs listen in its own namespace); None: the daemon's own.
