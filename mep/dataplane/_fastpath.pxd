@@ -93,6 +93,8 @@ cdef struct fp_tables:
     uint8_t default_drop
     uint32_t* filter_rule   # filter bit -> rule index
     uint64_t* flow_mask     # NULL: no FLOW rule
+    uint64_t* flow_summary  # flow_mask's summary (see summaries)
+    uint32_t nsum           # 64-bit words of a vector's summary: bit w set when word w is not all zero
     fp_rule* rules
     uint32_t* ids           # rule ids, ascending, and the rule index of each
     uint32_t* id_index
@@ -100,6 +102,7 @@ cdef struct fp_tables:
     uint32_t nused          # fields some filter constrains, most selective first
     uint8_t used[NFIELDS]
     uint64_t* vectors[NFIELDS]      # per field: nclasses x nwords
+    uint64_t* summaries[NFIELDS]    # per field: nclasses x nsum, the summary of each class's vector
     fp_addr_table addr[NADDR_FIELDS]
     uint32_t* value_class[NFIELDS]  # value fields: class of every value, domain + absent
 
