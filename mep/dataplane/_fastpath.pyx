@@ -671,6 +671,16 @@ cdef void summarize(const uint64_t* vec, uint32_t nwords, uint64_t* summary) noe
             summary[w >> 6] |= (<uint64_t>1) << (w & 63)
 
 
+cdef inline uint64_t and_word(const uint64_t** arrays, int n, uint32_t i) noexcept nogil:
+    """The AND of word ``i`` of ``n`` arrays, stopping at the first zero."""
+    cdef uint64_t acc = arrays[0][i]
+    cdef int k = 1
+    while acc and k < n:
+        acc &= arrays[k][i]
+        k += 1
+    return acc
+
+
 cdef int scan(const uint64_t** vecs, const uint64_t** sums, int nvec, uint32_t words) noexcept nogil:
     """The first filter set in the AND of ``nvec`` vectors within ``words`` words; -1: none.
 
@@ -678,23 +688,14 @@ cdef int scan(const uint64_t** vecs, const uint64_t** sums, int nvec, uint32_t w
     where every vector has some bit set are read, so a scan costs the words
     that can match, not all of them (a new flow at 1k+ rules)."""
     cdef uint32_t s, w
-    cdef int k
     cdef uint64_t cand, acc
     for s in range((words + 63) >> 6):
-        cand = sums[0][s]
-        k = 1
-        while cand and k < nvec:
-            cand &= sums[k][s]
-            k += 1
+        cand = and_word(sums, nvec, s)
         while cand:
             w = (s << 6) + fp_ctz64(cand)
             if w >= words:
                 return -1
-            acc = vecs[0][w]
-            k = 1
-            while acc and k < nvec:
-                acc &= vecs[k][w]
-                k += 1
+            acc = and_word(vecs, nvec, w)
             if acc:
                 return <int>(w * 64) + fp_ctz64(acc)
             cand &= cand - 1
