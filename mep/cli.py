@@ -560,13 +560,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mep`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    return run_command("mep", func, args)
+
+
+def run_command(prog: str, func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command of ``prog`` (mep, mepm): a MepError becomes one line on stderr and the exit
+    status (2: bad input or configuration, 1: anything else); Ctrl-C is 130."""
     try:
         return func(args)
     except (ConfigError, InvalidInput) as exc:
-        _err(str(exc))
+        print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except MepError as exc:
-        _err(str(exc))
+        print(f"{prog}: {exc}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return 130

@@ -22,9 +22,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Sequence
 
+from mep.cli import run_command
 from mep.config import LogConfig
 from mep.credentials import hash_secret, new_credentials
-from mep.errors import ConfigError, Conflict, InvalidInput, MepError, NotFound, PeerUnavailable
+from mep.errors import Conflict, InvalidInput, MepError, NotFound, PeerUnavailable
 from mep.log import setup_logging
 from mep.mm5.rpc import pb
 
@@ -565,16 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK if args.command is None else EXIT_USAGE
     if args.command != "reconcile":
         setup_logging(LogConfig(level="info" if args.verbose else "warning", format="text"))
-    try:
-        return func(args)
-    except (ConfigError, InvalidInput) as exc:
-        _err(str(exc))
-        return EXIT_USAGE
-    except MepError as exc:
-        _err(str(exc))
-        return EXIT_FAIL
-    except KeyboardInterrupt:
-        return 130
+    return run_command("mepm", func, args)
 
 
 if __name__ == "__main__":

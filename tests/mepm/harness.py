@@ -20,7 +20,7 @@ from tests.fixtures.mep_daemon import ROOT, MepProcess
 from tests.mm5.bodies import udp_frame_hex
 
 __all__ = ["Mepm", "Reconciler", "host_args", "on_mep", "wait_until", "probe", "instance", "running",
-           "APP", "APPD", "PORT", "ROOT"]
+           "appd_v2", "APP", "APPD", "PORT", "NEW_PORT", "ROOT"]
 
 T = TypeVar("T")
 APPD = ROOT / "examples" / "appd"
@@ -150,3 +150,15 @@ def running(mep: MepProcess, certs: CertPaths, generation: int) -> dict[str, Any
     if seen and seen["state"] == "READY" and seen["generation"] == generation and seen["in_force"]:
         return seen
     return None
+
+
+NEW_PORT = 9554  # only in the AppD's second generation
+
+
+def appd_v2(tmp_path: Path) -> Path:
+    text = (APPD / "video-analytics.yaml").read_text()
+    v2 = text.replace('dstPort: ["554", "8554", "5004-5005"]', f'dstPort: ["554", "{PORT}", "{NEW_PORT}"]')
+    assert v2 != text
+    path = tmp_path / "video-analytics-v2.yaml"
+    path.write_text(v2.replace('appSoftVersion: "2.3.0"', 'appSoftVersion: "2.4.0"'))
+    return path

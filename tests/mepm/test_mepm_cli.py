@@ -9,8 +9,7 @@ import pytest
 from mep.mm5.client import Mm5Client
 from mepm.certs import CertPaths
 from tests.fixtures.mep_daemon import MepFactory
-from tests.mepm.harness import APPD, Mepm, host_args, on_mep, probe
-from tests.mepm.test_mepm_reconcile import NEW_PORT, PORT, appd_v2
+from tests.mepm.harness import APPD, NEW_PORT, PORT, Mepm, appd_v2, host_args, on_mep, probe
 
 
 def test_the_operator_flow(mep_factory: MepFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,19 +22,8 @@ import pytest
 from mepm.certs import CertPaths
 from tests.fixtures.etcd import delete_prefix
 from tests.fixtures.mep_daemon import MepFactory
-from tests.mepm.harness import APP, APPD, PORT, Mepm, Reconciler, host_args, instance, probe, running, wait_until
-
-NEW_PORT = 9554  # only in the AppD's second generation
-
-
-def appd_v2(tmp_path: Path) -> Path:
-    text = (APPD / "video-analytics.yaml").read_text()
-    v2 = text.replace('dstPort: ["554", "8554", "5004-5005"]', f'dstPort: ["554", "{PORT}", "{NEW_PORT}"]')
-    assert v2 != text
-    path = tmp_path / "video-analytics-v2.yaml"
-    path.write_text(v2.replace('appSoftVersion: "2.3.0"', 'appSoftVersion: "2.4.0"'))
-    return path
-
+from tests.mepm.harness import (APP, APPD, NEW_PORT, PORT, Mepm, Reconciler, appd_v2, host_args, instance, probe,
+                                running, wait_until)
 
 @pytest.mark.needs_etcd
 def test_two_meps_are_reconciled_after_kill_9_lost_state_and_a_partition(

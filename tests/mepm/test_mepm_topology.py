@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -28,20 +26,10 @@ from mepm.certs import CertPaths
 from tests.fixtures.etcd import delete_prefix
 from tests.fixtures.mep_daemon import MepFactory, MepProcess
 from tests.mepm.harness import APPD, PORT, Mepm, Reconciler, host_args, instance, running, wait_until
-from tests.netns.lab import REPO, ask
+from tests.netns.lab import ask, echo_servers
 from upf_sim.topology import ADDR, MEP_PORTS, Topology
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.needs_etcd]
-
-
-def servers(topo: Topology) -> list[subprocess.Popen[bytes]]:
-    """Echo servers: the app on PORT, the DN's server on PORT and 80."""
-    procs = [topo.popen(role, [sys.executable, "-m", "tests.netns.peers", "echo-tcp", host, str(port), role],
-                        cwd=REPO, stdout=subprocess.PIPE)
-             for role, host, port in (("app1", "0.0.0.0", PORT), ("dn", ADDR.server, PORT), ("dn", ADDR.server, 80))]
-    for p in procs:
-        assert p.stdout is not None and b"listening" in p.stdout.readline()
-    return procs
 
 
 def test_two_xdp_meps_steer_real_packets_through_kill_9_and_restart(
@@ -53,7 +41,6 @@ def test_two_xdp_meps_steer_real_packets_through_kill_9_and_restart(
     pytest.importorskip("bcc", reason="the XDP engine needs bcc (python3-bpfcc)")
     base = f"/mepm-topo-test/{uuid.uuid4().hex}/"
     pins = [Path("/sys/fs/bpf") / f"mep-mepm-{os.getpid()}-{i}" for i in (1, 2)]
-    procs: list[subprocess.Popen[bytes]] = []
     reconciler: Reconciler | None = None
     meps: dict[str, MepProcess] = {}
     with contextlib.ExitStack() as stack:
@@ -63,7 +50,8 @@ def test_two_xdp_meps_steer_real_packets_through_kill_9_and_restart(
         topos = {name: stack.enter_context(Topology()) for name in ("edge1", "edge2")}
         try:
             for (name, topo), pin in zip(topos.items(), pins):
-                procs += servers(topo)
+                stack.enter_context(echo_servers(topo, [("app1", "0.0.0.0", PORT), ("dn", ADDR.server, PORT),
+                                                        ("dn", ADDR.server, 80)]))
                 meps[name] = mep_factory(name, certs=mm5_certs, etcd=(etcd_endpoint, f"{base}{name}/"), overrides={
                     "dataplane": {"engine": "xdp", "netns": topo.ns("mep"), "ports": MEP_PORTS, "pin_root": str(pin)},
                 }).start()
@@ -103,7 +91,4 @@ def test_two_xdp_meps_steer_real_packets_through_kill_9_and_restart(
                 reconciler.kill()
             for mep in meps.values():
                 mep.kill()
-            for p in procs:
-                p.kill()
-                p.wait()
             delete_prefix(etcd_endpoint, base)

@@ -8,11 +8,13 @@ daemon. Every process a lab starts is killed by ``close()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mep.config import Capacity, Config, DataplaneConfig
@@ -127,6 +129,24 @@ def fastpath_lab(topo: Topology) -> EngineLab:
     config = Config(instance="e2e-fastpath", dataplane=DataplaneConfig(engine="fastpath", ports=MEP_PORTS,
                                                                        capacity=CAPACITY))
     return EngineLab(topo, config, FastpathEngine(config, netns=topo.ns("mep")))
+
+
+@contextlib.contextmanager
+def echo_servers(topo: Topology, servers: Iterable[tuple[str, str, int]] = (("app1", "0.0.0.0", 80),
+                                                                           ("dn", ADDR.server, 80))) -> Iterator[None]:
+    """``tests.netns.peers echo-tcp`` servers, (namespace role, address, port) each, listening until the block ends.
+
+    Each answers "<role>:<question>", so a reply names where the connection went."""
+    procs = [topo.popen(role, [sys.executable, "-m", "tests.netns.peers", "echo-tcp", host, str(port), role],
+                        cwd=REPO, stdout=subprocess.PIPE) for role, host, port in servers]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and json.loads(proc.stdout.readline())["listening"]
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def ask(topo: Topology, port: int = 80) -> str:

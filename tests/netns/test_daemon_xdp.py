@@ -7,11 +7,8 @@ do and checks what real packets do after each change.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -22,9 +19,9 @@ from mep.daemon import Daemon
 from mep.models import TrafficRule
 from mep.state.lifecycle import LifecycleEvent
 from mep.state.records import AppInstance
-from tests.netns.lab import REPO, STEER_HTTP, ask, settle
+from tests.netns.lab import STEER_HTTP, ask, echo_servers, settle
 from tests.rulesets import rule
-from upf_sim.topology import ADDR, MEP_PORTS, Topology
+from upf_sim.topology import MEP_PORTS, Topology
 
 pytestmark = pytest.mark.needs_root
 
@@ -32,17 +29,8 @@ pytestmark = pytest.mark.needs_root
 def topo() -> Iterator[Topology]:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, BPF); CI runs as root")
-    with Topology() as t:
-        procs = [t.popen(role, [sys.executable, "-m", "tests.netns.peers", "echo-tcp", host, "80", role], cwd=REPO,
-                         stdout=subprocess.PIPE) for role, host in (("app1", "0.0.0.0"), ("dn", ADDR.server))]
-        try:
-            for p in procs:
-                assert p.stdout is not None and json.loads(p.stdout.readline())["listening"]
-            yield t
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait()
+    with Topology() as t, echo_servers(t):
+        yield t
 
 
 def test_store_changes_steer_real_packets(topo: Topology, tmp_path: Path) -> None:

@@ -7,11 +7,9 @@ engine that cannot attach runs as fastpath, saying so, and the daemon runs
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -27,7 +25,7 @@ from mep.dataplane.links import in_netns
 from mep.models import TrafficRule
 from mep.state.lifecycle import LifecycleEvent
 from mep.state.records import AppInstance
-from tests.netns.lab import REPO, STEER_HTTP, ask, fastpath_lab, settle
+from tests.netns.lab import REPO, STEER_HTTP, ask, echo_servers, fastpath_lab, settle
 from tests.rulesets import rule
 from upf_sim.topology import ADDR, MEP_PORTS, Topology
 
@@ -100,8 +98,6 @@ def test_the_daemon_with_engine_fastpath_steers_real_packets(tmp_path: Path) -> 
     })
     with Topology() as topo:
         config = config.model_copy(update={"dataplane": config.dataplane.model_copy(update={"netns": topo.ns("mep")})})
-        lab_procs = [topo.popen(role, [sys.executable, "-m", "tests.netns.peers", "echo-tcp", host, "80", role],
-                                cwd=REPO, stdout=subprocess.PIPE) for role, host in (("app1", "0.0.0.0"), ("dn", ADDR.server))]
 
         async def scenario() -> None:
             daemon = Daemon(config)
@@ -121,13 +117,7 @@ def test_the_daemon_with_engine_fastpath_steers_real_packets(tmp_path: Path) -> 
             finally:
                 await daemon.close()
 
-        try:
-            for p in lab_procs:
-                assert p.stdout is not None and json.loads(p.stdout.readline())["listening"]
+        with echo_servers(topo):
             asyncio.run(scenario())
-            nft = topo.run("mep", ["nft", "list", "tables"], capture_output=True)
-            assert b"mep_fastpath" not in nft.stdout  # closing the daemon gave the ports back
-        finally:
-            for p in lab_procs:
-                p.kill()
-                p.wait()
+        nft = topo.run("mep", ["nft", "list", "tables"], capture_output=True)
+        assert b"mep_fastpath" not in nft.stdout  # closing the daemon gave the ports back

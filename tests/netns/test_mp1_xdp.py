@@ -8,11 +8,8 @@ the upf namespace opens TCP connections and sees who answers.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -24,33 +21,18 @@ from mep.daemon import Daemon
 from mep.mp1 import Mp1Server
 from mep.mp1.server import RUNNER_OPTIONS
 from tests.mp1.conftest import AS, Platform, config_data, traffic_rule
+from tests.netns.lab import ask, echo_servers
 from upf_sim.topology import ADDR, MEP_PORTS, Topology
 
 pytestmark = pytest.mark.needs_root
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topology]:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, BPF); CI runs as root")
-    with Topology() as t:
-        procs = [t.popen(role, [sys.executable, "-m", "tests.netns.peers", "echo-tcp", host, "80", role], cwd=REPO,
-                         stdout=subprocess.PIPE) for role, host in (("app1", "0.0.0.0"), ("dn", ADDR.server))]
-        try:
-            for p in procs:
-                assert p.stdout is not None and json.loads(p.stdout.readline())["listening"]
-            yield t
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait()
-
-
-def ask(topo: Topology) -> str:
-    out = topo.run("upf", [sys.executable, "-m", "tests.netns.peers", "tcp-ask", ADDR.ue1, ADDR.server, "80", "q"],
-                   cwd=REPO, capture_output=True)
-    return json.loads(out.stdout.decode().splitlines()[-1])["reply"]  # type: ignore[no-any-return]
+    with Topology() as t, echo_servers(t):
+        yield t
 
 
 def test_put_active_steers_and_inactive_does_not(topo: Topology, tmp_path: Path) -> None:
