@@ -20,13 +20,14 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 from mep.cli import run_command
 from mep.config import LogConfig
 from mep.credentials import hash_secret, new_credentials
 from mep.errors import Conflict, InvalidInput, MepError, NotFound, PeerUnavailable
 from mep.log import setup_logging
+from mep.mm5.client import Mm5Client
 from mep.mm5.rpc import pb
 
 from .appd import appd_json, load_appd
@@ -38,6 +39,7 @@ from .store import DEFAULT_STORE_URL, open_desired
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 _TIMEOUT_S = 10.0
 
 _EPILOG = f"""\
@@ -358,21 +360,29 @@ async def _managed(inv: Inventory, host_names: list[str] | None) -> tuple[list[H
     return hosts, owners
 
 
+async def _from_each_host(hosts: list[Host], timeout: float,
+                          ask: Callable[[Mm5Client], Awaitable[T]]) -> tuple[list[tuple[Host, T]], bool]:
+    """``ask`` every host in turn; one that cannot be reached is reported on stderr and makes the bool True."""
+    answers: list[tuple[Host, T]] = []
+    failed = False
+    for host in hosts:
+        async with host.client(timeout) as client:
+            try:
+                answers.append((host, await ask(client)))
+            except PeerUnavailable as exc:
+                _err(str(exc))
+                failed = True
+    return answers, failed
+
+
 def cmd_rules(args: argparse.Namespace) -> int:
     """mepm rules: the traffic rules each MEP holds for MEPM's apps, as its store has them."""
 
     async def body(inv: Inventory) -> int:
         hosts, owners = await _managed(inv, args.host)
         rows: list[dict[str, Any]] = []
-        failed = False
-        for host in hosts:
-            async with host.client(args.timeout) as client:
-                try:
-                    state = await client.get_state(include_config=True)
-                except PeerUnavailable as exc:
-                    _err(str(exc))
-                    failed = True
-                    continue
+        states, failed = await _from_each_host(hosts, args.timeout, lambda c: c.get_state(include_config=True))
+        for host, state in states:
             for a in state.apps:
                 app = owners.get(a.app_instance_id)
                 if app is None or (args.app and app != args.app):
@@ -404,15 +414,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     async def body(inv: Inventory) -> int:
         hosts, owners = await _managed(inv, args.host)
         rows: list[dict[str, Any]] = []
-        failed = False
-        for host in hosts:
-            async with host.client(args.timeout) as client:
-                try:
-                    counters = await client.get_counters()
-                except PeerUnavailable as exc:
-                    _err(str(exc))
-                    failed = True
-                    continue
+        answers, failed = await _from_each_host(hosts, args.timeout, lambda c: c.get_counters())
+        for host, counters in answers:
             for c in counters.rules:
                 app = owners.get(c.app_instance_id)
                 if app is None or (args.app and app != args.app):

@@ -26,7 +26,8 @@ from importlib.metadata import version
 from ipaddress import IPv4Address
 from typing import Callable, Optional, Sequence
 
-from mep.errors import ConfigError, InvalidInput, MepError
+from mep.cli import run_command
+from mep.errors import InvalidInput
 
 from .sessions import DEFAULT_QFI, FIRST_TEID_DL, FIRST_TEID_UL, MAX_SESSIONS, SessionTable
 from .topology import ADDR
@@ -304,16 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if func is None:
         parser.print_help()
         return EXIT_OK if args.command is None else EXIT_USAGE
-    try:
-        return func(args)
-    except (ConfigError, InvalidInput) as exc:
-        print(f"upf-sim: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except MepError as exc:
-        print(f"upf-sim: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    except KeyboardInterrupt:
-        return 130
+    return run_command("upf-sim", func, args)
 
 
 if __name__ == "__main__":
