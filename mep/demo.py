@@ -347,8 +347,9 @@ class Demo:
             self.app_ids[name] = app_instance_id
             self.procs[name] = self._start(
                 name, name, "--address", addresses[name], "--mp1", f"http://{self.addr.mep_services}:{MP1_PORT}",
-                "--app-instance-id", app_instance_id, "--client-id", creds.group(1),
-                "--client-secret", creds.group(2))
+                # KEY=VALUE form: a URL-safe secret may begin with '-', which argparse would take for an option
+                f"--app-instance-id={app_instance_id}", f"--client-id={creds.group(1)}",
+                f"--client-secret={creds.group(2)}")
         for name in ("video-analytics", "flow-monitor"):
             self.procs[name].wait_for("ready", 30)
             self.out(f"  {name}: {self.app_ids[name]} READY (token, termination subscription, confirm_ready)")
@@ -547,6 +548,11 @@ class Demo:
         except (RuntimeError, OSError, subprocess.SubprocessError, MepError) as exc:
             failed = True
             self.out(f"\ndemo: {exc}")
+            for role, proc in self.procs.items():
+                log = self.workdir / f"{role}.log"
+                if proc.popen.poll() is not None and log.exists():
+                    self.out(f"--- {role} exited {proc.popen.returncode}; the end of its stderr ({log}):\n"
+                             f"{log.read_text(errors='replace')[-2000:]}")
             if self.mep is not None:
                 self.out(f"--- the end of the daemon's log ({self.workdir / 'mep.log'}):\n{self.mep_log(3000)}")
         finally:
