@@ -122,7 +122,7 @@ cdef enum:
     FP_DELIVER = 1
     FP_ENCAP_GTPU = 2
     FP_ENCAP_GRE = 3
-    CACHE_MIN_WORDS = 3         # smaller rule sets scan about as fast as a cache hit (the XDP engine's rule)
+    CACHE_MIN_WORDS = 3         # smaller rule sets scan about as fast as a cache hit (bench/fastpath_rules.py)
     CLS_PORTS = 1
     CLS_VLAN = 2
     CLS_QFI = 4

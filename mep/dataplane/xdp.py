@@ -256,7 +256,8 @@ class XdpEngine(Engine):
             "dns_responder": self._dns_on,
             "pin_dir": str(self._pin_dir),
             "capacity": {"rules": self._sizes.rules, "filters": self._sizes.filters,
-                         "vectors": self._sizes.vectors, "flows": self._sizes.flows},
+                         "vectors": self._sizes.vectors, "flows": self._sizes.flows,
+                         "flow_cache_sets_per_cpu": self._sizes.flow_cache_sets},
             "cflags": list(self._cflags),
         }
 
@@ -310,7 +311,8 @@ class XdpEngine(Engine):
         return Result(verdict_e, reason_e, rule_id, tuple(outputs), reverse)
 
     def flush_flows(self) -> None:
-        """Forget every reverse flow and cached classification (replies then take the stateless path)."""
+        """Forget every reverse flow (replies then take the stateless path). Cached classifications
+        need no flush: they are keyed by the generation, which every apply() changes."""
         with links.in_netns(self._netns):
             self._flows.clear()
 

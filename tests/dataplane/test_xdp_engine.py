@@ -6,7 +6,8 @@ import pytest
 from mep.dataplane.reasons import Reason, Verdict
 from mep.errors import CapacityError
 from tests.dataplane.cases import GTP_TUNNEL, HTTP, HTTP_SYN, TO_APP1_IP, TO_APP1_MAC, frame_bytes
-from tests.packets import APP1, N6
+from mep.dataplane.reference import ReferenceEngine
+from tests.packets import APP1, N6, tcp
 from tests.rulesets import rule, ruleset
 
 pytestmark = pytest.mark.needs_bpf
@@ -86,4 +87,25 @@ def test_describe_reports_mode_capacity_and_cflags(xdp_engine) -> None:  # type:
     assert set(d["xdp_modes"].values()) <= {"native", "generic"}
     assert d["xdp_modes"]["n6"] in ("native", "generic")
     assert d["capacity"]["filters"] == 1024
+    sets = d["capacity"]["flow_cache_sets_per_cpu"]
+    assert sets >= 512 and sets & (sets - 1) == 0
     assert any(f.startswith("-DMEP_MAX_FILTERS=") for f in d["cflags"])
+
+
+def test_more_flows_than_cache_ways_still_classify_exactly(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    """The flow cache (2 ways a set, 1024 sets a CPU at this capacity) under 3x its ways:
+    evictions, hits in either way and refills must all give the classifier's answer."""
+    rules = [rule("low", "DROP", priority=5, filters=[{"dstPort": ["1000-1999"]}]),
+             rule("tcp", "PASSTHROUGH", priority=6, filters=[{"protocol": ["TCP"], "srcPort": ["30000-34999"]}]),
+             rule("high", "DROP", priority=7, filters=[{"dstPort": ["2000-2999"], "protocol": ["TCP"]}])]
+    rs = ruleset(rules)
+    xdp_engine.apply(rs)
+    reference = ReferenceEngine()
+    reference.apply(rs)
+    ways = 2 * xdp_engine.describe()["capacity"]["flow_cache_sets_per_cpu"]
+    frames = [frame_bytes(tcp(sport=30000 + i % 9000, dport=500 + (i * 7) % 3000)) for i in range(3 * ways)]
+    want = [(r.verdict, r.rule_id) for r in (reference.process(f, N6) for f in frames)]
+    assert {w[1] for w in want} >= {r.rule_id for r in rs.rules} | {0}  # every rule and no rule
+    for order in (frames, frames, frames[::-1]):  # fill, then hits and evictions in both directions
+        got = {f: xdp_engine.process(f, N6) for f in order}
+        assert [(got[f].verdict, got[f].rule_id) for f in frames] == want

@@ -29,8 +29,7 @@ struct set_cfg {
 	__u32 vector_base[MEP_NFIELDS];  /* field f's class c is vector vector_base[f] + c */
 	__u8 default_drop;             /* no match: DROP instead of PASS */
 	__u8 flow_state;               /* some rule is FORWARD_* FLOW: look replies up in mep_flows */
-	__u8 use_cache;                /* classify through the flow cache (maps/ruleset.py decides) */
-	__u8 pad;
+	__u8 pad[2];
 };
 
 /* mep_state[0]: which half is in force. One aligned word: a reader sees the
@@ -82,8 +81,11 @@ struct rule_index_key {
 	__u32 rule_id;
 };
 
-/* mep_flow_cache: every field a filter can test, plus the generation, so a
- * hit is exactly what classification would return for that rule set. */
+/* mep_flow_cache / mep_flow_cache4 (classify.h): program-private, user
+ * space never reads them. A key holds every field a filter can test plus
+ * the generation, so a hit is exactly what classification would return for
+ * that rule set. Keys are whole 8-byte words (hashed and compared a word
+ * at a time), 8-byte aligned. */
 struct flow_cache_key {
 	union mep_addr src;
 	union mep_addr dst;
@@ -101,11 +103,11 @@ struct flow_cache_key {
 	__u8 dscp_tc;
 	__u8 qfi;                      /* QFI + 1; 0 none */
 	__u8 has_ports;
-};
+	__u8 pad[4];
+} __attribute__((aligned(8)));
 
-/* mep_flow_cache4: the same for an IPv4 packet, untunnelled or in an IPv4
- * tunnel: 40 bytes instead of 92, which halves the cost of a cache hit
- * (the hash and compare run over the whole key). */
+/* The same for an IPv4 packet, untunnelled or in an IPv4 tunnel: 40 bytes
+ * instead of 88, half the words to hash and compare. */
 struct flow_cache_key4 {
 	__u32 src;
 	__u32 dst;
@@ -123,13 +125,36 @@ struct flow_cache_key4 {
 	__u8 has_ports;
 	__u8 tunnel;
 	__u8 pad[5];
-};
+} __attribute__((aligned(8)));
 
 struct flow_cache_val {
 	__u32 slot_plus1;              /* rule slot + 1; 0: no rule matched */
 	__u8 reverse;
 	__u8 pad[3];
 };
+
+/* One set of the 2-way caches: way 0 the newer entry. */
+struct flow_cache_way {
+	struct flow_cache_key key;
+	struct flow_cache_val val;
+};
+
+struct flow_cache_bucket {
+	struct flow_cache_way way[2];
+};
+
+struct flow_cache_way4 {
+	struct flow_cache_key4 key;
+	struct flow_cache_val val;
+};
+
+struct flow_cache_bucket4 {
+	struct flow_cache_way4 way[2];
+};
+
+_Static_assert(sizeof(struct flow_cache_key) == 88 && sizeof(struct flow_cache_key4) == 40,
+	       "flow cache keys are whole 8-byte words");
+_Static_assert(sizeof(struct flow_cache_val) == 8, "a flow cache value is one word");
 
 /* mep_flows: reverse-flow state of FORWARD_* FLOW rules (docs/semantics.md 6). */
 struct flow_key {

@@ -10,7 +10,7 @@
 #define MEP_CONSTS_H
 
 #if !defined(MEP_MAX_RULES) || !defined(MEP_MAX_FILTERS) || !defined(MEP_MAX_VECTORS) || \
-    !defined(MEP_FLOW_CAPACITY) || !defined(MEP_MAX_PORTS) || !defined(MEP_VALUE_SPACE) || \
+    !defined(MEP_FLOW_CAPACITY) || !defined(MEP_FLOW_CACHE_BUCKETS) || !defined(MEP_MAX_PORTS) || !defined(MEP_VALUE_SPACE) || \
     !defined(MEP_MAX_IFINDEX)
 #error "capacities come from xdp.py as -D flags (mep/dataplane/xdp.py: cflags())"
 #endif

@@ -30,12 +30,11 @@ BPF_TABLE_PINNED("array", u32, u32, mep_filter_rule, 2 * MEP_MAX_FILTERS, MEP_PI
 BPF_TABLE_PINNED("array", u32, struct rule_val, mep_rules, 2 * MEP_MAX_RULES, MEP_PIN(mep_rules));
 /* (half, rule id) -> rule slot; writer: maps/ruleset.py */
 BPF_TABLE_PINNED("hash", struct rule_index_key, u32, mep_rule_index, 2 * MEP_MAX_RULES, MEP_PIN(mep_rule_index));
-/* packet fields + generation -> classification result (IPv6 or mixed families); writer: the XDP program */
-BPF_TABLE_PINNED7("lru_hash", struct flow_cache_key, struct flow_cache_val, mep_flow_cache, MEP_FLOW_CAPACITY,
-		  MEP_PIN(mep_flow_cache), BPF_F_NO_COMMON_LRU);
+/* hash of packet fields + generation -> the 2-way set caching their classification (IPv6 or mixed
+ * families); per CPU, not pinned: a cache a new load may start empty; writer: the XDP program */
+BPF_PERCPU_ARRAY(mep_flow_cache, struct flow_cache_bucket, MEP_FLOW_CACHE_BUCKETS);
 /* the same for IPv4 packets (untunnelled or in IPv4 GTP-U), a smaller key; writer: the XDP program */
-BPF_TABLE_PINNED7("lru_hash", struct flow_cache_key4, struct flow_cache_val, mep_flow_cache4, MEP_FLOW_CAPACITY,
-		  MEP_PIN(mep_flow_cache4), BPF_F_NO_COMMON_LRU);
+BPF_PERCPU_ARRAY(mep_flow_cache4, struct flow_cache_bucket4, MEP_FLOW_CACHE_BUCKETS);
 /* expected reply -> how to send it back; writer: the XDP program (FORWARD_* FLOW rules) */
 BPF_TABLE_PINNED("lru_hash", struct flow_key, struct flow_val, mep_flows, MEP_FLOW_CAPACITY, MEP_PIN(mep_flows));
 /* counter slot -> per-CPU packets/bytes of one rule; writer: the XDP program, zeroed by maps/counters.py on reuse */

@@ -188,7 +188,7 @@ static __always_inline int process(struct xdp_md *ctx, struct decision *d)
 	}
 	if (in && in->role == MEP_ROLE_APP)
 		return pass(d, MEP_PASS_FROM_APP);
-	if (!classify(half, cfg, p, &s->cache_key, &s->cache_key4, &s->fv, &res))
+	if (!classify(half, cfg, p, &s->cache, &s->fv, &res))
 		return cfg->default_drop ? drop(d, MEP_DROP_NO_MATCH) : pass(d, MEP_PASS_NO_MATCH);
 	rule = rule_at(half, res.slot);
 	if (!rule)

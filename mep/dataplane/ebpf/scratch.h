@@ -12,8 +12,7 @@
 struct scratch {
 	struct pkt p;
 	struct field_values fv;
-	struct flow_cache_key cache_key;
-	struct flow_cache_key4 cache_key4;
+	struct flow_cache_work cache;
 	struct flow_key flow_key;
 	struct flow_val flow_val;
 	__u8 csum_buf[512 + 4];        /* actions.h udp6_csum: MEP_CSUM_CHUNK + 4 */

@@ -14,7 +14,7 @@ classifier.py          mep_addr_class, mep_value_class, mep_vectors, mep_filter_
 ruleset.py             mep_rules, mep_rule_index, mep_sets, mep_state
 counters.py            mep_rule_counters, mep_reason_counters
 ports.py               mep_ports, mep_port_of, mep_mirrors
-flows.py               mep_flows, mep_flow_cache, mep_flow_cache4 (written by the program; read here)
+flows.py               mep_flows (written by the program; cleared here); the flow caches are the program's alone
 dns.py                 mep_dns, mep_dns_counters, mep_dns_cfg (the XDP DNS responder; docs/dns-xdp.md)
 =====================  ==========================================================
 

@@ -10,6 +10,7 @@ the C as -D flags (consts.h refuses to compile without them):
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -66,6 +67,7 @@ class Sizes:
     vectors: int  # classes of all fields together, per half
     prefixes: int  # LPM entries, both halves
     flows: int
+    flow_cache_sets: int  # per CPU, a power of two; two flows a set
     dns_names: int = 64
     ports: int = 64
 
@@ -80,12 +82,28 @@ class Sizes:
             vectors=capacity.filters + capacity.filters // 2 + 1024,
             prefixes=2 * (4 * capacity.filters + 1024),
             flows=capacity.flows,
+            # The flow cache is per CPU: the configured flows spread over the
+            # possible CPUs, two a set, rounded down to a power of two.
+            flow_cache_sets=max(512, 1 << (max(1, capacity.flows // 2 // possible_cpus()).bit_length() - 1)),
             dns_names=capacity.dns_names,
         )
 
     @property
     def words(self) -> int:
         return (self.filters + 63) // 64
+
+
+def possible_cpus() -> int:
+    """CPUs the kernel sizes per-CPU maps for (/sys/devices/system/cpu/possible, e.g. "0-1")."""
+    try:
+        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    count = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return count
 
 
 def cflags(sizes: Sizes, pin_dir: Path, *, debug: bool = False) -> list[str]:
@@ -97,6 +115,7 @@ def cflags(sizes: Sizes, pin_dir: Path, *, debug: bool = False) -> list[str]:
         "MEP_MAX_VECTORS": sizes.vectors,
         "MEP_MAX_PREFIXES": sizes.prefixes,
         "MEP_FLOW_CAPACITY": sizes.flows,
+        "MEP_FLOW_CACHE_BUCKETS": sizes.flow_cache_sets,
         "MEP_MAX_PORTS": sizes.ports,
         "MEP_VALUE_SPACE": VALUE_SPACE,
         "MEP_MAX_IFINDEX": MAX_IFINDEX,

@@ -15,14 +15,7 @@ from ..ruleset import CompiledRule, CompiledRuleSet, IpAddr, Target
 from .abi import ACTION_CODE, ActionCode, Sizes
 from .classifier import Layout
 
-__all__ = ["RulesetMaps", "HalfState", "CACHE_MIN_WORDS"]
-
-# Rule sets of at most this many 64-filter words classify without the flow
-# cache: there a scan costs about what a cache hit does (bench/xdp_rules.py:
-# 91 vs 84 ns a packet at one rule), while a new flow's insert into a full
-# LRU costs ~380 ns more (469 vs 91 ns). Above it, the cache keeps
-# established flows flat as the rule count grows.
-CACHE_MIN_WORDS = 2
+__all__ = ["RulesetMaps", "HalfState"]
 
 
 @dataclass(frozen=True)
@@ -139,7 +132,6 @@ class RulesetMaps:
             cfg.vector_base[f] = base
         cfg.default_drop = int(rs.default_verdict.name == "DROP")
         cfg.flow_state = int(any(r.flow and ACTION_CODE[r.action] is ActionCode.FORWARD for r in rs.rules))
-        cfg.use_cache = int(layout.nwords > CACHE_MIN_WORDS)
         self._sets[ct.c_uint32(half)] = cfg
 
     def flip(self, half: int, *, meta_all: bool) -> None:
