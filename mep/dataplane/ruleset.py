@@ -144,10 +144,13 @@ class CompiledRuleSet:
     ports: tuple[Port, ...]
     rules: tuple[CompiledRule, ...]  # in match order: (priority, rule_id)
     dns_rules: tuple[CompiledDnsRule, ...] = ()
+    # ``rules`` by rule id. The compiler passes the index it keeps up to date (and
+    # never changes once passed); otherwise it is built here, O(rules).
     _by_id: dict[int, CompiledRule] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._by_id.update({r.rule_id: r for r in self.rules})
+        if not self._by_id:
+            self._by_id.update({r.rule_id: r for r in self.rules})
 
     def rule(self, rule_id: int) -> CompiledRule | None:
         return self._by_id.get(rule_id)

@@ -31,7 +31,6 @@ import asyncio
 import ctypes
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Union
 
@@ -398,10 +397,8 @@ class AppSupport:
             app = snapshot.apps[app_instance_id]
             if app.state in _LOCKED:
                 raise Forbidden(f"app instance '{app_instance_id}' is {app.state.value}", field="appInstanceId")
-            rules: Iterable[StoredTrafficRule | StoredDnsRule] = (
-                snapshot.traffic_rules if kind is EventKind.TRAFFIC_RULE else snapshot.dns_rules
-            )
-            if not any(r.rule_id == rule_id for r in rules):
+            rule = snapshot.traffic_rule(rule_id) if kind is EventKind.TRAFFIC_RULE else snapshot.dns_rule(rule_id)
+            if rule is None:
                 # Deleted (termination, Mm5) between reading it and writing: a PUT never creates.
                 raise NotFound("the rule was removed while this request was in flight",
                                field="trafficRuleId" if kind is EventKind.TRAFFIC_RULE else "dnsRuleId")

@@ -6,8 +6,10 @@ a generation check compares against.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +28,7 @@ __all__ = [
     "EventOp",
     "StoreEvent",
     "Snapshot",
+    "RuleChanges",
     "AppCredentials",
     "AppConfig",
     "TaskState",
@@ -163,8 +166,29 @@ class StoreEvent(BaseModel):
         return self.kind in (EventKind.APP, EventKind.TRAFFIC_RULE, EventKind.DNS_RULE)
 
 
+_Rule = TypeVar("_Rule", StoredTrafficRule, StoredDnsRule)
+
+
+def _find(rules: tuple[_Rule, ...], rule_id: int) -> _Rule | None:
+    at = bisect_left(rules, rule_id, key=lambda r: r.rule_id)
+    return rules[at] if at < len(rules) and rules[at].rule_id == rule_id else None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChanges:
+    """Which traffic rules differ between a snapshot and an earlier one: what lets the compiler redo only those."""
+
+    since: tuple[StoredTrafficRule, ...]  # the earlier snapshot's traffic_rules (that very tuple)
+    rule_ids: frozenset[int]  # rules added, replaced or removed since then
+
+
 class Snapshot(BaseModel):
-    """A consistent view at one revision: what the compiler reads."""
+    """A consistent view at one revision: what the compiler reads.
+
+    Rules are in rule-id order. ``rule_changes`` is bookkeeping, not state
+    (left out of dumps): the store fills it when it derives a snapshot from
+    its previous ones, naming the traffic rules that changed since each.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -172,6 +196,25 @@ class Snapshot(BaseModel):
     apps: dict[str, AppInstance]
     traffic_rules: tuple[StoredTrafficRule, ...]
     dns_rules: tuple[StoredDnsRule, ...]
+    rule_changes: tuple[RuleChanges, ...] = Field(default=(), exclude=True, repr=False)  # newest first
+
+    def traffic_rule(self, rule_id: int) -> StoredTrafficRule | None:
+        """The traffic rule with ``rule_id``, None if there is none (a binary search)."""
+        return _find(self.traffic_rules, rule_id)
+
+    def dns_rule(self, rule_id: int) -> StoredDnsRule | None:
+        """The DNS rule with ``rule_id``, None if there is none (a binary search)."""
+        return _find(self.dns_rules, rule_id)
+
+    def changed_rule_ids(self, since: tuple[StoredTrafficRule, ...]) -> frozenset[int] | None:
+        """The rule ids of traffic rules added, replaced or removed between ``since`` (an earlier snapshot's
+        ``traffic_rules``) and this snapshot; None when the store did not record it (compare in full)."""
+        if since is self.traffic_rules:
+            return frozenset()
+        for changes in self.rule_changes:
+            if changes.since is since:
+                return changes.rule_ids
+        return None
 
 
 class AppCredentials(BaseModel):

@@ -28,7 +28,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from ..errors import Conflict, InvalidInput, NotFound, PreconditionFailed, StoreUnavailable
 from ..models import DnsRule, DnsRuleState, ServiceInfo, TrafficRule
+from ..sorted_tuples import edited
 from .lifecycle import LifecycleEvent, next_state
 from .records import (
     MAX_TASKS_PER_APP,
@@ -44,6 +45,7 @@ from .records import (
     EventKind,
     EventOp,
     Record,
+    RuleChanges,
     Snapshot,
     StoredDnsRule,
     StoredService,
@@ -71,6 +73,7 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Record)
+RuleRecord = TypeVar("RuleRecord", StoredTrafficRule, StoredDnsRule)
 
 # The record kinds an app owns, in the order their events are emitted.
 CHILD_KINDS = (EventKind.TRAFFIC_RULE, EventKind.DNS_RULE, EventKind.SERVICE, EventKind.SUBSCRIPTION, EventKind.TASK)
@@ -245,10 +248,22 @@ def group_records(records: Iterable[Record]) -> dict[str, AppRecords]:
     return {app_id: AppRecords.from_records(recs) for app_id, recs in by_app.items()}
 
 
+# Child keys a write may have changed, by kind; every other child is the same object before and after.
+Touched = Mapping[EventKind, Collection[str]]
+
+
 def diff_app(
-    app_instance_id: str, before: AppRecords | None, after: AppRecords | None, revision: int
+    app_instance_id: str,
+    before: AppRecords | None,
+    after: AppRecords | None,
+    revision: int,
+    touched: Touched | None = None,
 ) -> list[StoreEvent]:
-    """One event per object that differs between two states of an app, in emission order."""
+    """One event per object that differs between two states of an app, in emission order.
+
+    ``touched``: compare only these children (a write to one rule of an app
+    with 10,000 costs one comparison); None: compare them all.
+    """
 
     def event(kind: EventKind, op: EventOp, key: str) -> StoreEvent:
         return StoreEvent(revision=revision, kind=kind, op=op, app_instance_id=app_instance_id, key=key)
@@ -259,10 +274,13 @@ def diff_app(
     for kind in CHILD_KINDS:
         old = before.children(kind) if before is not None else {}
         new = after.children(kind) if after is not None else {}
-        for key in sorted(old.keys() | new.keys()):
-            if key not in new:
-                events.append(event(kind, EventOp.DELETE, key))
-            elif old.get(key) is not new[key] and old.get(key) != new[key]:
+        keys = old.keys() | new.keys() if touched is None else touched.get(kind, ())
+        for key in sorted(keys):
+            was, now = old.get(key), new.get(key)
+            if now is None:
+                if was is not None:
+                    events.append(event(kind, EventOp.DELETE, key))
+            elif was is not now and was != now:
                 events.append(event(kind, EventOp.PUT, key))
     if before is not None and after is None:
         events.append(event(EventKind.APP, EventOp.DELETE, app_instance_id))
@@ -300,14 +318,51 @@ def _by_rule_id(record: StoredTrafficRule | StoredDnsRule) -> int:
     return record.rule_id
 
 
-def _snapshot_of(by_id: Mapping[str, AppRecords], revision: int) -> Snapshot:
-    """Apps and rules of ``by_id`` as a Snapshot at ``revision``; rules in rule-id order."""
-    apps = [a for _, a in sorted(by_id.items())]
+# Rules a write touched, by rule id: (kind, app instance id, key). A rule id names one
+# (app, kind, key) for ever (ids are never reused), so it finds the rule in any later state.
+RuleIds = dict[int, tuple[EventKind, str, str]]
+
+# How many earlier snapshots a snapshot names its changed traffic rules against
+# (Snapshot.rule_changes): the compile loop may take several writes as one
+# compilation and still start from the last snapshot it compiled.
+_RULE_CHANGES_KEPT = 4
+
+
+def _moves_apps(change: ChangeSet) -> bool:
+    return any(event.kind is EventKind.APP for event in change.events)
+
+
+def _with_id(record: RuleRecord | None, rule_id: int) -> RuleRecord | None:
+    """``record`` if it is the rule ``rule_id`` (a trafficRuleId deleted and stored again has a new rule id)."""
+    return record if record is not None and record.rule_id == rule_id else None
+
+
+def _derived(
+    base: Snapshot, revision: int, apps: Mapping[str, AppRecords], touched: RuleIds, apps_changed: bool
+) -> Snapshot:
+    """``base`` moved to ``revision``: the rules ``touched`` names as they are in ``apps``, and the apps too
+    when ``apps_changed``. Costs the touched rules (and one copy of each rule tuple), not a sort of them all."""
+    traffic: dict[int, StoredTrafficRule | None] = {}
+    dns: dict[int, StoredDnsRule | None] = {}
+    for rule_id, (kind, app_id, key) in touched.items():
+        records = apps.get(app_id)
+        if kind is EventKind.TRAFFIC_RULE:
+            traffic[rule_id] = _with_id(records.traffic_rules.get(key) if records else None, rule_id)
+        else:
+            dns[rule_id] = _with_id(records.dns_rules.get(key) if records else None, rule_id)
+    rule_changes = base.rule_changes
+    if traffic:
+        ids = frozenset(traffic)
+        rule_changes = (
+            RuleChanges(base.traffic_rules, ids),
+            *(RuleChanges(c.since, c.rule_ids | ids) for c in base.rule_changes),
+        )[:_RULE_CHANGES_KEPT]
     return Snapshot.model_construct(
         revision=revision,
-        apps={a.app.appInstanceId: a.app for a in apps},
-        traffic_rules=tuple(sorted((r for a in apps for r in a.traffic_rules.values()), key=_by_rule_id)),
-        dns_rules=tuple(sorted((r for a in apps for r in a.dns_rules.values()), key=_by_rule_id)),
+        apps={app_id: a.app for app_id, a in sorted(apps.items())} if apps_changed else base.apps,
+        traffic_rules=edited(base.traffic_rules, _by_rule_id, traffic, (r for r in traffic.values() if r)),
+        dns_rules=edited(base.dns_rules, _by_rule_id, dns, (r for r in dns.values() if r)),
+        rule_changes=rule_changes,
     )
 
 
@@ -367,7 +422,10 @@ class StateView:
         self.next_rule_id = 1  # the next rule id to hand out; ids are never reused
         self._apps: dict[str, AppRecords] = {}
         self._service_app: dict[str, str] = {}  # serInstanceId -> app instance id
-        self._snapshot: Snapshot | None = None
+        # The newest snapshot built, and what changed since (snapshot() brings it up to date).
+        self._snapshot = Snapshot.model_construct(revision=0, apps={}, traffic_rules=(), dns_rules=())
+        self._unsnapped: RuleIds = {}
+        self._apps_unsnapped = False
 
     # -- reading -------------------------------------------------------------
     @property
@@ -390,25 +448,41 @@ class StateView:
             raise NotFound(f"service '{ser_instance_id}' not found", field="serInstanceId") from None
 
     def snapshot(self) -> Snapshot:
-        """Apps and rules at ``self.revision``; rules in rule-id (installation) order. Cached per revision."""
-        if self._snapshot is None:
-            self._snapshot = _snapshot_of(self._apps, self.revision)
+        """Apps and rules at ``self.revision``; rules in rule-id (installation) order. Cached per revision,
+        and derived from the previous one: it costs the rules changed since."""
+        if self._unsnapped or self._apps_unsnapped or self._snapshot.revision != self.revision:
+            self._snapshot = _derived(self._snapshot, self.revision, self._apps, self._unsnapped, self._apps_unsnapped)
+            self._unsnapped, self._apps_unsnapped = {}, False
         return self._snapshot
 
     def keep_snapshot(self, snapshot: Snapshot) -> None:
         """Use ``snapshot`` (a ``preview`` of the change just applied) as the cached snapshot of this revision."""
         if snapshot.revision == self.revision:
             self._snapshot = snapshot
+            self._unsnapped, self._apps_unsnapped = {}, False
 
     def preview(self, change: ChangeSet) -> Snapshot:
         """The snapshot the view would have after ``change``, without applying it."""
+        base = self.snapshot()
         apps = dict(self._apps)
         for app_id, after in change.apps.items():
             if after is None:
                 apps.pop(app_id, None)
             else:
                 apps[app_id] = after
-        return _snapshot_of(apps, change.revision)
+        return _derived(base, change.revision, apps, self._rule_ids(change), _moves_apps(change))
+
+    def _rule_ids(self, change: ChangeSet) -> RuleIds:
+        """The rules ``change`` touches, by their rule ids before and after it."""
+        touched: RuleIds = {}
+        for event in change.events:
+            if event.kind not in (EventKind.TRAFFIC_RULE, EventKind.DNS_RULE):
+                continue
+            for records in (self._apps.get(event.app_instance_id), change.apps[event.app_instance_id]):
+                record = records.children(event.kind).get(event.key) if records is not None else None
+                if isinstance(record, (StoredTrafficRule, StoredDnsRule)):
+                    touched[record.rule_id] = (event.kind, event.app_instance_id, event.key)
+        return touched
 
     # -- applying ------------------------------------------------------------
     def apply(self, change: ChangeSet) -> bool:
@@ -416,6 +490,8 @@ class StateView:
         (it was planned on an older view, or already arrived by another path)."""
         if change.base_revision != self.revision:
             return False
+        self._unsnapped.update(self._rule_ids(change))
+        self._apps_unsnapped = self._apps_unsnapped or _moves_apps(change)
         for app_id, after in change.apps.items():
             before = self._apps.pop(app_id, None)
             if before is not None:
@@ -426,7 +502,6 @@ class StateView:
                 self._service_app.update(dict.fromkeys(after.services, app_id))
         self.revision = change.revision
         self.next_rule_id = change.next_rule_id
-        self._snapshot = None
         return True
 
     def adopt(
@@ -445,18 +520,31 @@ class StateView:
             return None
         return change
 
-    def _change(self, after: Mapping[str, AppRecords | None], revision: int, next_rule_id: int) -> ChangeSet:
+    def _change(
+        self,
+        after: Mapping[str, AppRecords | None],
+        revision: int,
+        next_rule_id: int,
+        touched: Touched | None = None,
+    ) -> ChangeSet:
         events = tuple(
             event
             for app_id in sorted(after)
-            for event in diff_app(app_id, self._apps.get(app_id), after[app_id], revision)
+            for event in diff_app(app_id, self._apps.get(app_id), after[app_id], revision, touched)
         )
         return ChangeSet(self.revision, revision, next_rule_id, after, events)
 
-    def _next(self, app_instance_id: str, after: AppRecords | None, next_rule_id: int | None = None) -> ChangeSet:
-        """The ChangeSet of a write to one app, at the next revision."""
+    def _next(
+        self,
+        app_instance_id: str,
+        after: AppRecords | None,
+        next_rule_id: int | None = None,
+        *,
+        touched: Touched | None = None,
+    ) -> ChangeSet:
+        """The ChangeSet of a write to one app, at the next revision; ``touched`` as for diff_app."""
         seq = self.next_rule_id if next_rule_id is None else next_rule_id
-        return self._change({app_instance_id: after}, self.revision + 1, seq)
+        return self._change({app_instance_id: after}, self.revision + 1, seq, touched)
 
     # -- planning: the rules of the contract ---------------------------------
     def plan_create_app(self, app: AppInstance, *, now: float) -> Plan[AppInstance]:
@@ -474,7 +562,7 @@ class StateView:
         _check_if_match(current.app, expected_revision, f"app instance '{app_instance_id}'")
         state = next_state(current.app.state, event, confirm_ready_required=current.app.confirm_ready_required)
         record = current.app.model_copy(update={"state": state, "updated_at": now, "revision": self.revision + 1})
-        return self._next(app_instance_id, replace(current, app=record)), record
+        return self._next(app_instance_id, replace(current, app=record), touched={}), record
 
     def plan_set_app_credentials(
         self, app_instance_id: str, client_id: str, client_secret_hash: str, *, now: float
@@ -484,7 +572,7 @@ class StateView:
         self._check_client_id(app_instance_id, client_id)
         record = current.app.model_copy(update={"client_id": client_id, "client_secret_hash": client_secret_hash,
                                                "updated_at": now, "revision": self.revision + 1})
-        return self._next(app_instance_id, replace(current, app=record)), record
+        return self._next(app_instance_id, replace(current, app=record), touched={}), record
 
     def plan_delete_app(self, app_instance_id: str) -> Plan[None]:
         """The app goes with everything it owns."""
@@ -639,7 +727,8 @@ class StateView:
             if old.state.final and old.seq != newest_active and old.task_id != task.task_id:
                 after = after.without_child(EventKind.TASK, old.task_id)
                 excess -= 1
-        return self._next(task.app_instance_id, after), record
+        touched = {EventKind.TASK: current.tasks.keys() | after.tasks.keys()}
+        return self._next(task.app_instance_id, after, touched=touched), record
 
     def plan_put_traffic_rule(
         self, app_instance_id: str, rule: TrafficRule, *, expected_revision: int | None
@@ -653,7 +742,8 @@ class StateView:
             revision=self.revision + 1, app_instance_id=app_instance_id, rule_id=ids.keep_or_new(before), rule=rule
         )
         after = current.with_child(EventKind.TRAFFIC_RULE, rule.trafficRuleId, record)
-        return self._next(app_instance_id, after, ids.next_rule_id), record
+        touched = {EventKind.TRAFFIC_RULE: (rule.trafficRuleId,)}
+        return self._next(app_instance_id, after, ids.next_rule_id, touched=touched), record
 
     def plan_put_dns_rule(
         self, app_instance_id: str, rule: DnsRule, *, expected_revision: int | None
@@ -668,7 +758,8 @@ class StateView:
             revision=self.revision + 1, app_instance_id=app_instance_id, rule_id=ids.keep_or_new(before), rule=rule
         )
         after = current.with_child(EventKind.DNS_RULE, rule.dnsRuleId, record)
-        return self._next(app_instance_id, after, ids.next_rule_id), record
+        touched = {EventKind.DNS_RULE: (rule.dnsRuleId,)}
+        return self._next(app_instance_id, after, ids.next_rule_id, touched=touched), record
 
     def plan_put_service(
         self, app_instance_id: str, service: ServiceInfo, *, expected_revision: int | None
@@ -684,7 +775,8 @@ class StateView:
             app_instance_id=app_instance_id,
             service=service.model_copy(update={"serInstanceId": ser_id}),
         )
-        return self._next(app_instance_id, current.with_child(EventKind.SERVICE, ser_id, record)), record
+        after = current.with_child(EventKind.SERVICE, ser_id, record)
+        return self._next(app_instance_id, after, touched={EventKind.SERVICE: (ser_id,)}), record
 
     def plan_create_subscription(
         self, app_instance_id: str, kind: SubscriptionKind, body: dict[str, object], subscription_id: str | None = None
@@ -701,13 +793,13 @@ class StateView:
             body=body,
         )
         after = current.with_child(EventKind.SUBSCRIPTION, record.subscription_id, record)
-        return self._next(app_instance_id, after), record
+        return self._next(app_instance_id, after, touched={EventKind.SUBSCRIPTION: (record.subscription_id,)}), record
 
     def plan_delete_child(self, app_instance_id: str, kind: EventKind, key: str) -> Plan[None]:
         """Delete one rule, service or subscription of the app; NotFound if the app or the child is unknown."""
         current = self.app(app_instance_id)
         _member(current.children(kind), key, kind, app_instance_id)
-        return self._next(app_instance_id, current.without_child(kind, key)), None
+        return self._next(app_instance_id, current.without_child(kind, key), touched={kind: (key,)}), None
 
     def plan_clear_app(self, app_instance_id: str, kinds: Iterable[EventKind]) -> Plan[int]:
         """Delete every record of ``kinds`` (child kinds only) the app owns; the app stays. Returns how many."""
