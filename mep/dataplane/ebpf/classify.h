@@ -140,6 +140,9 @@ static __always_inline struct vec *vector_at(__u32 half, __u32 index)
  * half's all-ones vector, whose class 0 is the only class. Every pointer in
  * v[] is non-NULL, so the verifier sees one path through the setup (a
  * pointer that may be NULL per field gave it 2^13 paths). */
+#define MEP_COMMON_FIELD(f) ((f) == MEP_F_SRC || (f) == MEP_F_DST || (f) == MEP_F_SPORT || (f) == MEP_F_DPORT || \
+			     (f) == MEP_F_PROTO || (f) == MEP_F_DSCP)
+
 static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct field_values *fv,
 				const struct vec *only, __u32 *bit)
 {
@@ -166,11 +169,21 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 		asm volatile("" : "+r"(w));
 		if (w >= nwords || w >= MEP_FILTER_WORDS)
 			break;
+		/* the six fields most filters set first; the other seven only for
+		 * words those leave non-zero (-28..34 % on scans to the bottom at
+		 * 10k rules; bench/xdp_rules.py) */
 #pragma unroll
 		for (f = 0; f < MEP_NFIELDS; f++)
-			acc &= v[f]->w[w];
+			if (MEP_COMMON_FIELD(f))
+				acc &= v[f]->w[w];
 		if (only)
 			acc &= only->w[w];
+		if (!acc)
+			continue;
+#pragma unroll
+		for (f = 0; f < MEP_NFIELDS; f++)
+			if (!MEP_COMMON_FIELD(f))
+				acc &= v[f]->w[w];
 		if (acc) {
 			*bit = w * 64 + ctz64(acc);
 			return 1;
@@ -365,12 +378,12 @@ static __always_inline struct flow_cache_val *cache_lookup(const struct pkt *p, 
 	if (flow_cache_v4(p)) {
 		flow_cache_key4(p, generation, &cw->set4.way[0].key);
 		cw->idx = cache_set_index((const __u64 *)&cw->set4.way[0].key, MEP_KEY4_WORDS);
-		set = mep_flow_cache4.lookup(&cw->idx);
+		set = (const __u64 *)mep_flow_cache4.lookup(&cw->idx);
 		return set ? cache_find(set, (__u64 *)&cw->set4, MEP_KEY4_WORDS) : 0;
 	}
 	flow_cache_key(p, generation, &cw->set.way[0].key);
 	cw->idx = cache_set_index((const __u64 *)&cw->set.way[0].key, MEP_KEY_WORDS);
-	set = mep_flow_cache.lookup(&cw->idx);
+	set = (const __u64 *)mep_flow_cache.lookup(&cw->idx);
 	return set ? cache_find(set, (__u64 *)&cw->set, MEP_KEY_WORDS) : 0;
 }
 
