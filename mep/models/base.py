@@ -29,6 +29,10 @@ class EtsiModel(BaseModel):
         """The wire form: aliases, enums as strings, absent optionals omitted."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    def to_json_text(self) -> bytes:
+        """``to_json()`` as compact JSON text (UTF-8), serialised in one step."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
 
 Int32 = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]
 Bool = StrictBool

@@ -194,14 +194,14 @@ def json_response(
     return raw_json_response(body, status=status, etag=record.etag if record is not None else None, headers=headers)
 
 
-def _record_body(record: Record) -> Any:
+def _record_json(record: Record) -> bytes:
     match record:
         case StoredService():
-            return record.service.to_json()
+            return record.service.to_json_text()
         case StoredTrafficRule() | StoredDnsRule():
-            return record.rule.to_json()
+            return record.rule.to_json_text()
         case StoredSubscription():
-            return record.body
+            return json.dumps(record.body, separators=(",", ":")).encode()
     raise TypeError(f"no wire form for {type(record).__name__}")
 
 
@@ -242,7 +242,7 @@ class Representations:
         if text is None:
             if len(self._rendered) >= self.limit:
                 self._rendered.clear()
-            text = json.dumps(_record_body(record), separators=(",", ":")).encode()
+            text = _record_json(record)
             self._rendered[key] = text
         return text
 

@@ -129,8 +129,8 @@ def _load(kind: EventKind, data: Any) -> Record:
 
 
 def encode_record(record: Record) -> str:
-    """The stored form of one record: JSON text."""
-    return json.dumps(_dump(record), separators=(",", ":"))
+    """The stored form of one record: JSON text (``_dump``'s, serialised in one step)."""
+    return record.model_dump_json(by_alias=True, exclude_none=True)
 
 
 def decode_record(kind: str, text: str | bytes) -> Record:

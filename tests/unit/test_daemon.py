@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -22,7 +23,7 @@ from dnslib import DNSRecord
 
 from mep.admin import AdminClient, DaemonNotRunning
 from mep.config import Config, EngineName, load_config
-from mep.daemon import Daemon
+from mep.daemon import INLINE_RULES, Daemon
 from mep.dns import DnsServer
 from mep.dataplane.factory import ENGINE_MODULES, make_engine
 from mep.dataplane.reference import ReferenceEngine
@@ -101,14 +102,16 @@ def udp_frame(dport: int) -> bytes:
 
 
 class RecordingEngine(ReferenceEngine):
-    """The reference engine, remembering when each rule set was applied."""
+    """The reference engine, remembering when, and in which thread, each rule set was applied."""
 
     def __init__(self) -> None:
         super().__init__()
         self.applied: list[tuple[float, CompiledRuleSet]] = []
+        self.apply_threads: list[int] = []
 
     def apply(self, ruleset: CompiledRuleSet) -> None:
         self.applied.append((time.monotonic(), ruleset))
+        self.apply_threads.append(threading.get_ident())
         super().apply(ruleset)
 
 
@@ -186,6 +189,36 @@ def test_a_burst_of_writes_is_applied_as_one_ruleset(tmp_path: Path) -> None:
         assert len(engine.applied[-1][1].rules) == 10
 
     in_daemon(tmp_path, body, batch_ms=500)
+
+
+def test_small_rule_sets_compile_and_apply_on_the_event_loop_larger_ones_in_a_worker_thread(tmp_path: Path) -> None:
+    async def body(daemon: Daemon, engine: RecordingEngine) -> None:
+        compile_threads: list[int] = []
+        compile = daemon._compile
+
+        def recording_compile(snapshot: Any, generation: int) -> CompiledRuleSet:
+            compile_threads.append(threading.get_ident())
+            return compile(snapshot, generation)
+
+        daemon._compile = recording_compile
+        loop_thread = threading.get_ident()
+        await ready_app(daemon)
+        for i in range(INLINE_RULES + 1):
+            if i == INLINE_RULES:
+                await daemon.settled(daemon.store.revision)
+                assert len(engine.ruleset.rules) == INLINE_RULES  # type: ignore[union-attr]
+                assert compile_threads[-1] == engine.apply_threads[-1] == loop_thread
+                await daemon.check(daemon.store.snapshot())
+                assert compile_threads[-1] == loop_thread
+            await daemon.store.put_traffic_rule("app-1", drop_rule(f"r{i}", 1000 + i))
+        await daemon.settled(daemon.store.revision)
+        assert len(engine.ruleset.rules) == INLINE_RULES + 1  # type: ignore[union-attr]
+        assert compile_threads[-1] != loop_thread and engine.apply_threads[-1] != loop_thread
+        await daemon.check(daemon.store.snapshot())
+        assert compile_threads[-1] != loop_thread
+        assert engine.process(udp_frame(1000 + INLINE_RULES), 1).verdict.name == "DROP"
+
+    in_daemon(tmp_path, body, batch_ms=0)
 
 
 def test_events_that_cannot_change_the_dataplane_are_skipped(tmp_path: Path) -> None:
