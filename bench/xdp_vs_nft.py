@@ -6,11 +6,14 @@ scapy) out of upf's N6 veth as fast as it can, pinned to CPU 0; the MEP
 namespace forwards them to the DN, whose end of the veth counts them with
 an XDP program. Two traffic mixes: "forwarded" (no rule matches: every
 packet crosses the MEP to the DN) and "dropped" (the last rule in match
-order, a DROP, matches every packet). Three filters, on the same rule set
+order, a DROP, matches every packet). Four filters, on the same rule set
 (bench/rulegen.py mix plus that last rule): none (kernel forwarding only),
 nftables (mep/dataplane/nftables.py's emission of the rule set, forward
-hook) and XDP (the MEP program, native mode, on every port). For none and
-nftables a pass-only XDP program sits on the MEP's ports, so all three use
+hook, one rule per filter in match order), "nftables sets" (the same rule
+set at nftables' best: each run of equal verdicts as concatenated interval
+set lookups, emit(sets=True)) and XDP (the MEP program, native mode, on
+every port). For none and nftables a pass-only XDP program sits on the
+MEP's ports, so all of them use
 veth's NAPI receive path (without any XDP program veth takes the backlog
 path, which costs more per packet here and would flatter XDP). CPU-seconds
 are all CPUs' busy time from /proc/stat over the run, generator included,
@@ -204,9 +207,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             for port in MEP_PORTS:
                 probe.attach(port["ifname"], XDP_FLAGS_DRV_MODE)
         try:
-            for filt in ("none", "nftables", "xdp"):
-                if filt == "nftables":
-                    nft = topo.run("mep", ["nft", "-f", "-"], input=emit(ruleset).encode(), capture_output=True)
+            for filt in ("none", "nftables", "nftables sets", "xdp"):
+                if filt.startswith("nftables"):  # each script replaces the table the one before loaded
+                    script = emit(ruleset, sets=filt == "nftables sets")
+                    nft = topo.run("mep", ["nft", "-f", "-"], input=script.encode(), capture_output=True)
                     assert nft.returncode == 0, nft.stderr.decode()
                 if filt == "xdp":
                     topo.run("mep", ["nft", "flush", "ruleset"], check=True)
@@ -236,9 +240,12 @@ def main(argv: Optional[list[str]] = None) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     by = {(r["filter"], r["mix"]): r for r in report.rows}
     for mix in mixes:
-        if ("xdp", mix) in by and ("nftables", mix) in by:
-            ratio = by[("nftables", mix)]["cpu_s_per_mpkt"] / by[("xdp", mix)]["cpu_s_per_mpkt"]
-            report.notes.append(f"{mix}: nftables uses {ratio:.2f}x the CPU of XDP per packet")
+        for form in ("nftables", "nftables sets"):
+            if ("xdp", mix) in by and (form, mix) in by:
+                ratio = by[(form, mix)]["cpu_s_per_mpkt"] / by[("xdp", mix)]["cpu_s_per_mpkt"]
+                pps = by[("xdp", mix)]["kpps"] / by[(form, mix)]["kpps"]
+                report.notes.append(f"{mix}: {form} uses {ratio:.2f}x the CPU of XDP per packet; XDP's pps is "
+                                    f"{pps:.2f}x")
     for row in report.rows:
         row["series"] = row["mix"]
     report.write(plot={"x": "filter", "y": "cpu_s_per_mpkt", "series": "series",
