@@ -192,7 +192,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     with Topology() as topo:
         delivered = dn_counter(topo)
         config = Config(instance="nft", dataplane=DataplaneConfig(
-            ports=MEP_PORTS, pin_root=pin_root,  # type: ignore[arg-type]
+            ports=MEP_PORTS, pin_root=pin_root,
             capacity=Capacity(rules=args.rules + 16, filters=4 * args.rules + 64, flows=65536)))
         rules = rules_for(args.rules)
         mixes = {"forwarded": workdir / "fwd.cfg", "dropped": workdir / "drop.cfg"}

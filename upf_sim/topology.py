@@ -228,7 +228,7 @@ class Topology:
         name = self.ns(role)
         return subprocess.Popen(list(argv), preexec_fn=lambda: netns.setns(name), **kw)
 
-    def run(self, role: str, argv: Sequence[str], timeout: float = 30, **kw: Any) -> subprocess.CompletedProcess[bytes]:
+    def run(self, role: str, argv: Sequence[str], timeout: float = 30, **kw: Any) -> subprocess.CompletedProcess[Any]:
         name = self.ns(role)
         return subprocess.run(list(argv), preexec_fn=lambda: netns.setns(name), timeout=timeout, **kw)
 
