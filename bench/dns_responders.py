@@ -362,7 +362,7 @@ def query_cost(rules: list[tuple[str, str]], calls: int) -> Report:
         ["path", "calls", "mean_ns", "median_ns", "floor_ns", "net_mean_ns", "net_median_ns"])
     listen = DnsConfig(enabled=True, listen=f"{ADDR.mep_n6}:53")
     config = Config(instance=f"dnscost-{os.getpid()}", dns=listen, dataplane=DataplaneConfig(
-        ports=[{"name": "n6", "ifname": "n6", "role": "n6", "mac": ADDR.mep_n6_mac}],  # type: ignore[list-item]
+        ports=[{"name": "n6", "ifname": "n6", "role": "n6", "mac": ADDR.mep_n6_mac}],
         capacity=Capacity(dns_names=max(len(rules), 1)), pin_root=Path(f"/sys/fs/bpf/mep-dnscost-{os.getpid()}")))
     stored = tuple(StoredDnsRule(app_instance_id="bench", rule_id=1 + i, rule=DnsRule.model_validate(
         {"dnsRuleId": f"d{i}", "domainName": n, "ipAddressType": "IP_V4", "ipAddress": addr, "ttl": 300,

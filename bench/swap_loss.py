@@ -120,7 +120,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                   / UDP(sport=40000, dport=7000) / Raw(b"s" * 22))
     with Topology() as topo:
         config = Config(instance="swap", dataplane=DataplaneConfig(
-            ports=MEP_PORTS, pin_root=pin_root,  # type: ignore[arg-type]
+            ports=MEP_PORTS, pin_root=pin_root,
             capacity=Capacity(rules=256, filters=512, flows=4096)))
         engine = XdpEngine(config, netns=topo.ns("mep"))
         counter = BPF(text=_COUNTER)

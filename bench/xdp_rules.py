@@ -136,7 +136,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         for mode, extra in (("warm", ()), ("new flow", ("-DMEP_BENCH_NEW_FLOWS=1",))):
             progress(f"loading the XDP program ({mode})")
             config = Config(instance=mode.replace(" ", "-"), dataplane=DataplaneConfig(
-                ports=[{"name": "n6", "ifname": "n6", "role": "n6", "mac": "02:00:00:00:06:01"}],  # type: ignore[list-item]
+                ports=[{"name": "n6", "ifname": "n6", "role": "n6", "mac": "02:00:00:00:06:01"}],
                 capacity=capacity, pin_root=pin_root))
             namespaces.append(make_ports_netns(f"mep-bench-{uuid.uuid4().hex[:6]}"))
             engines[mode] = XdpEngine(config, netns=namespaces[-1], extra_cflags=extra)

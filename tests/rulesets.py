@@ -29,7 +29,7 @@ def rule(rule_id: str, action: str = "DROP", priority: int = 10, filters: Iterab
 
 
 def dataplane_config(default_action: str = "PASSTHROUGH", **kw: Any) -> DataplaneConfig:
-    return DataplaneConfig(ports=PORTS, default_action=default_action, **kw)  # type: ignore[arg-type]
+    return DataplaneConfig(ports=PORTS, default_action=default_action, **kw)
 
 
 def ruleset(rules: Iterable[dict[str, Any]], *, default_action: str = "PASSTHROUGH", generation: int = 1,
