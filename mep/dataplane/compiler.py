@@ -53,8 +53,8 @@ from .ruleset import (
     rule_version,
 )
 
-__all__ = ["Resolver", "StaticResolver", "RuleCache", "compile_ruleset", "compile_filter", "mac_bytes", "ip_of",
-           "DEFAULT_DNS_TTL_S"]
+__all__ = ["Resolver", "StaticResolver", "RuleCache", "compile_ruleset", "compile_few", "compile_filter", "mac_bytes",
+           "ip_of", "DEFAULT_DNS_TTL_S"]
 
 DEFAULT_DNS_TTL_S = 60  # a DnsRule without ttl is answered with this TTL
 
@@ -158,13 +158,20 @@ class RuleCache:
         self._lock = threading.Lock()
         self._kept: list[_Compiled] = []  # newest first
 
-    def compile(self, snapshot: Snapshot, rc: "_RuleCompiler") -> _Compiled:
-        with self._lock:
+    def compile(self, snapshot: Snapshot, rc: "_RuleCompiler", limit: Optional[int] = None) -> Optional[_Compiled]:
+        """``snapshot`` compiled from the best kept compilation. With ``limit``: None, at once, instead of
+        waiting for a compilation another thread is running or of compiling more than ``limit`` rules."""
+        if not self._lock.acquire(blocking=limit is None):
+            return None
+        try:
             derived_from = (c for c in self._kept if snapshot.changed_rule_ids(c.traffic_rules) is not None)
             start = next(derived_from, self._kept[0] if self._kept else _NOTHING)
-            compiled = _compile_changes(start, snapshot, rc)
-            self._kept = [compiled, *self._kept][: self.KEPT]
+            compiled = _compile_changes(start, snapshot, rc, limit)
+            if compiled is not None:
+                self._kept = [compiled, *self._kept][: self.KEPT]
             return compiled
+        finally:
+            self._lock.release()
 
 
 def _differing(
@@ -181,13 +188,22 @@ def _order_key(rule: CompiledRule) -> tuple[int, int]:
     return rule.order_key
 
 
-def _compile_changes(start: _Compiled, snapshot: Snapshot, rc: "_RuleCompiler") -> _Compiled:
-    """``snapshot`` compiled from ``start``: only the rules that differ are compiled again."""
+def _compile_changes(
+    start: _Compiled, snapshot: Snapshot, rc: "_RuleCompiler", limit: Optional[int] = None
+) -> Optional[_Compiled]:
+    """``snapshot`` compiled from ``start``: only the rules that differ are compiled again.
+
+    None when that is more than ``limit`` rules (traffic and DNS), decided before any of them is compiled."""
     fingerprint = rc.resolver.fingerprint()
     if fingerprint != start.fingerprint:
         start = _NOTHING
     ready = frozenset(app_id for app_id, app in snapshot.apps.items() if app.state in ENFORCED_STATES)
     rule_ids = snapshot.changed_rule_ids(start.traffic_rules)
+    dns_again = snapshot.dns_rules is not start.dns_rules or ready != start.ready
+    if limit is not None:
+        most = len(snapshot.traffic_rules) if rule_ids is None or ready != start.ready else len(rule_ids)
+        if most + (len(snapshot.dns_rules) if dns_again else 0) > limit:
+            return None
     if rule_ids is None:
         changed = _differing(start.traffic_rules, snapshot.traffic_rules)
     else:
@@ -216,10 +232,10 @@ def _compile_changes(start: _Compiled, snapshot: Snapshot, rc: "_RuleCompiler") 
             else:
                 problems[rule_id] = compiled
         rules = edited(rules, _order_key, drop, add)
-    if snapshot.dns_rules is start.dns_rules and ready == start.ready:
-        dns, dns_problems = start.dns, start.dns_problems
-    else:
+    if dns_again:
         dns, dns_problems = _compile_dns(snapshot.dns_rules, ready)
+    else:
+        dns, dns_problems = start.dns, start.dns_problems
     return _Compiled(fingerprint, ready, snapshot.traffic_rules, rules, by_id, problems, filters,
                      snapshot.dns_rules, dns, dns_problems)
 
@@ -439,6 +455,24 @@ def compile_ruleset(
     compiling every rule costs 25-30 us a rule (0.3 s)."""
     rc = _RuleCompiler(resolver)
     compiled = cache.compile(snapshot, rc) if cache is not None else _compile_changes(_NOTHING, snapshot, rc)
+    assert compiled is not None  # no limit
+    return _ruleset(compiled, snapshot, config, resolver, generation)
+
+
+def compile_few(
+    snapshot: Snapshot, *, config: DataplaneConfig, resolver: Resolver, generation: int, cache: RuleCache, limit: int
+) -> Optional[CompiledRuleSet]:
+    """``compile_ruleset`` with ``cache`` if that compiles at most ``limit`` rules and no other thread is
+    compiling; None at once otherwise (then call ``compile_ruleset``). What a caller that must not wait
+    (the event loop) uses."""
+    compiled = cache.compile(snapshot, _RuleCompiler(resolver), limit)
+    return None if compiled is None else _ruleset(compiled, snapshot, config, resolver, generation)
+
+
+def _ruleset(
+    compiled: _Compiled, snapshot: Snapshot, config: DataplaneConfig, resolver: Resolver, generation: int
+) -> CompiledRuleSet:
+    """The rule set of a compilation; CompileError (or CapacityError) if it has problems."""
     problems = [p for rule_id in sorted(compiled.problems) for p in compiled.problems[rule_id]]
     problems.extend(compiled.dns_problems)
     if problems:

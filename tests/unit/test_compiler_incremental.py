@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mep.config import Capacity
-from mep.dataplane.compiler import RuleCache, StaticResolver, compile_ruleset
+from mep.dataplane.compiler import RuleCache, StaticResolver, compile_few, compile_ruleset
 from mep.dataplane.ruleset import CompiledRuleSet
 from mep.errors import CompileError, Conflict, NotFound, PreconditionFailed
 from mep.models import DnsRule, TrafficRule
@@ -95,18 +95,24 @@ def from_scratch(view: StateView) -> Snapshot:
     )
 
 
-def outcome(snapshot: Snapshot, resolver: StaticResolver, cache: RuleCache | None) -> Any:
-    """The CompiledRuleSet, or the refusal's type and problems."""
+def outcome(snapshot: Snapshot, resolver: StaticResolver, cache: RuleCache | None, limit: int | None = None) -> Any:
+    """The CompiledRuleSet, or the refusal's type and problems; with ``limit``, compile_few first (as the daemon)."""
     try:
+        if cache is not None and limit is not None:
+            few = compile_few(snapshot, config=CONFIG, resolver=resolver, generation=1, cache=cache, limit=limit)
+            if few is not None:
+                return few
         return compile_ruleset(snapshot, config=CONFIG, resolver=resolver, generation=1, cache=cache)
     except CompileError as exc:  # CapacityError included
         return type(exc), exc.problems
 
 
-def check_compiled(snapshot: Snapshot, view: StateView, resolver: StaticResolver, cache: RuleCache) -> None:
+def check_compiled(
+    snapshot: Snapshot, view: StateView, resolver: StaticResolver, cache: RuleCache, limit: int | None = None
+) -> None:
     scratch = from_scratch(view)
     assert snapshot.model_dump() == scratch.model_dump()
-    got, want = outcome(snapshot, resolver, cache), outcome(scratch, resolver, None)
+    got, want = outcome(snapshot, resolver, cache, limit), outcome(scratch, resolver, None)
     assert got == want
     if isinstance(got, CompiledRuleSet):
         found = {rule_id for rule_id in range(1, view.next_rule_id) if got.rule(rule_id) is not None}
@@ -138,7 +144,7 @@ def test_incremental_compilation_equals_compiling_from_scratch(steps: list[tuple
             preview = view.preview(change)
             assert view.apply(change)
             view.keep_snapshot(preview)
-            check_compiled(preview, view, resolver, cache)
+            check_compiled(preview, view, resolver, cache, limit=dice % 4)  # compile_few, then (maybe) in full
             assert view.snapshot() is preview
         else:
             assert view.apply(change)
@@ -156,3 +162,37 @@ def test_edited_equals_sorting_again(items: list[int], drop: list[int], add: lis
     added = list(dict.fromkeys(add))
     want = tuple(sorted(({*start} - {*drop} - {*added}) | {*added}))
     assert edited(start, lambda x: x, drop, added) == want
+
+
+def test_compile_few_compiles_a_few_changed_rules_at_once_and_otherwise_answers_none() -> None:
+    view, cache = StateView(), RuleCache()
+    for write in (lambda v: v.plan_create_app(AppInstance(appInstanceId="a", confirm_ready_required=False), now=0.0),
+                  lambda v: v.plan_transition_app("a", LifecycleEvent.INSTANTIATE, expected_revision=None, now=0.0)):
+        change, _ = write(view)
+        assert change is not None and view.apply(change)
+
+    def put(key: str, priority: int) -> Snapshot:
+        change, _ = view.plan_put_traffic_rule("a", TrafficRule.model_validate(rule(key, priority=priority)),
+                                               expected_revision=None)
+        assert change is not None and view.apply(change)
+        return view.snapshot()
+
+    def few(snapshot: Snapshot, limit: int) -> CompiledRuleSet | None:
+        return compile_few(snapshot, config=CONFIG, resolver=RESOLVER, generation=1, cache=cache, limit=limit)
+
+    assert few(put("r0", 1), limit=0) is None  # nothing kept yet: every rule would be compiled
+    for key in ("r1", "r2"):
+        put(key, 1)
+    assert few(view.snapshot(), limit=2) is None  # three rules, none compiled before
+    first = few(view.snapshot(), limit=3)
+    assert first is not None and [r.traffic_rule_id for r in first.rules] == ["r0", "r1", "r2"]
+    changed = put("r1", 0)
+    assert few(changed, limit=0) is None
+    cache._lock.acquire()  # another thread compiling: compile_few does not wait
+    try:
+        assert few(changed, limit=1) is None
+    finally:
+        cache._lock.release()
+    again = few(changed, limit=1)
+    assert again is not None and [r.traffic_rule_id for r in again.rules] == ["r1", "r0", "r2"]
+    assert again == compile_ruleset(changed, config=CONFIG, resolver=RESOLVER, generation=1)

@@ -7,6 +7,7 @@ subprocess tests run ``mep run`` itself.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -23,14 +24,14 @@ from dnslib import DNSRecord
 
 from mep.admin import AdminClient, DaemonNotRunning
 from mep.config import Config, EngineName, load_config
-from mep.daemon import INLINE_RULES, Daemon
+from mep.daemon import GC_YOUNG_THRESHOLD, INLINE_RULES, Daemon, tune_gc
 from mep.dns import DnsServer
 from mep.dataplane.factory import ENGINE_MODULES, make_engine
 from mep.dataplane.reference import ReferenceEngine
 from mep.dataplane.ruleset import CompiledRuleSet
 from mep.errors import DataplaneError, InvalidInput
 from mep.models import DnsRule, TrafficRule
-from mep.state import AppInstance, LifecycleEvent, SqliteStore, SubscriptionKind
+from mep.state import AppConfig, AppInstance, LifecycleEvent, SqliteStore, SubscriptionKind
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,9 +192,9 @@ def test_a_burst_of_writes_is_applied_as_one_ruleset(tmp_path: Path) -> None:
     in_daemon(tmp_path, body, batch_ms=500)
 
 
-def test_small_rule_sets_compile_and_apply_on_the_event_loop_larger_ones_in_a_worker_thread(tmp_path: Path) -> None:
+def test_compilations_of_few_rules_run_on_the_event_loop_larger_ones_in_a_worker_thread(tmp_path: Path) -> None:
     async def body(daemon: Daemon, engine: RecordingEngine) -> None:
-        compile_threads: list[int] = []
+        compile_threads: list[int] = []  # the full compiler: called only off the event loop
         compile = daemon._compile
 
         def recording_compile(snapshot: Any, generation: int) -> CompiledRuleSet:
@@ -203,22 +204,37 @@ def test_small_rule_sets_compile_and_apply_on_the_event_loop_larger_ones_in_a_wo
         daemon._compile = recording_compile
         loop_thread = threading.get_ident()
         await ready_app(daemon)
-        for i in range(INLINE_RULES + 1):
-            if i == INLINE_RULES:
-                await daemon.settled(daemon.store.revision)
-                assert len(engine.ruleset.rules) == INLINE_RULES  # type: ignore[union-attr]
-                assert compile_threads[-1] == engine.apply_threads[-1] == loop_thread
-                await daemon.check(daemon.store.snapshot())
-                assert compile_threads[-1] == loop_thread
-            await daemon.store.put_traffic_rule("app-1", drop_rule(f"r{i}", 1000 + i))
+        await daemon.settled(daemon.store.revision)
+        await daemon.store.replace_app_config(
+            "app-1", AppConfig(traffic_rules=tuple(drop_rule(f"r{i}", 1000 + i) for i in range(INLINE_RULES + 1))),
+            generation=1, check=daemon.check,
+        )
+        assert compile_threads and loop_thread not in compile_threads  # more than INLINE_RULES new rules
         await daemon.settled(daemon.store.revision)
         assert len(engine.ruleset.rules) == INLINE_RULES + 1  # type: ignore[union-attr]
-        assert compile_threads[-1] != loop_thread and engine.apply_threads[-1] != loop_thread
-        await daemon.check(daemon.store.snapshot())
-        assert compile_threads[-1] != loop_thread
-        assert engine.process(udp_frame(1000 + INLINE_RULES), 1).verdict.name == "DROP"
+        assert engine.apply_threads[-1] == loop_thread  # the reference engine keeps a reference: O(1)
+        compiled = len(compile_threads)
+        for i in range(3):  # one rule each, however many there are: on the event loop
+            stored = await daemon.store.put_traffic_rule("app-1", drop_rule(f"r{i}", 2000 + i), check=daemon.check)
+            await daemon.settled(stored.revision)
+        assert len(compile_threads) == compiled
+        assert engine.apply_threads[-1] == loop_thread
+        assert engine.process(udp_frame(2002), 1).verdict.name == "DROP"
+        assert engine.process(udp_frame(1002), 1).verdict.name == "PASS"
 
     in_daemon(tmp_path, body, batch_ms=0)
+
+
+def test_tune_gc_freezes_what_start_up_loaded_and_collects_the_young_generation_less_often() -> None:
+    threshold = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
+        assert GC_YOUNG_THRESHOLD > threshold[0]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def test_events_that_cannot_change_the_dataplane_are_skipped(tmp_path: Path) -> None:
