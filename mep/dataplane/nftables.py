@@ -51,8 +51,21 @@ def _addr_set(ranges: Iterable[AddrRange], family: int) -> str:
     return "{ " + ", ".join(items) + " }"
 
 
+# The protocols a filter that sets ports can match (the ones with ports).
+_PORT_PROTOCOLS = (6, 17, 132)
+
+
+def _span(lo: object, hi: object) -> str:
+    """One value or an nft range."""
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _line(match: str, verdict: str, comment: str) -> str:
+    return f"{match} counter {verdict} comment \"{comment}\""
+
+
 def _port_set(ranges: Iterable[PortRange]) -> str:
-    return "{ " + ", ".join(str(r.lo) if r.lo == r.hi else f"{r.lo}-{r.hi}" for r in ranges) + " }"
+    return "{ " + ", ".join(_span(r.lo, r.hi) for r in ranges) + " }"
 
 
 def _directed(f: CompiledFilter, reverse: bool) -> tuple[list[int], tuple[AddrRange, ...], tuple[AddrRange, ...],
@@ -83,7 +96,7 @@ def _filter_rules(f: CompiledFilter, reverse: bool) -> list[str]:
         if f.protocols:
             parts.append("meta l4proto { " + ", ".join(str(p) for p in f.protocols) + " }")
         elif sport or dport:
-            parts.append("meta l4proto { tcp, udp, sctp }")
+            parts.append("meta l4proto { " + ", ".join(str(p) for p in _PORT_PROTOCOLS) + " }")
         if sport:
             parts.append(f"th sport {_port_set(sport)}")
         if dport:
@@ -120,7 +133,7 @@ def _directions(rule: CompiledRule) -> Iterator[tuple[CompiledFilter, bool]]:
 
 def _rule_lines(rule: CompiledRule) -> list[str]:
     verdict = _verdict(rule)
-    return [f"{match} counter {verdict} comment \"rule {rule.rule_id}\""
+    return [_line(match, verdict, f"rule {rule.rule_id}")
             for f, reverse in _directions(rule) for match in _filter_rules(f, reverse)]
 
 
@@ -142,7 +155,7 @@ def _boxes(f: CompiledFilter, reverse: bool) -> Iterator[tuple[tuple[int, bool],
     """(shape, box) for every combination of the filter's ranges, per family."""
     families, src, dst, sport, dport = _directed(f, reverse)
     ports = bool(sport or dport)
-    protocols = [(p, p) for p in f.protocols] or ([(6, 6), (17, 17), (132, 132)] if ports else [_FULL["proto"]])
+    protocols = [(p, p) for p in f.protocols or (_PORT_PROTOCOLS if ports else ())] or [_FULL["proto"]]
     for fam in families:
         fields = [[(r.lo, r.hi) for r in src if r.family == fam] or [_FULL[fam]],
                   [(r.lo, r.hi) for r in dst if r.family == fam] or [_FULL[fam]], protocols]
@@ -182,11 +195,7 @@ def _place(boxes: Iterable[Box]) -> tuple[list[Box], list[Box]]:
 def _items(box: Box, family: int) -> list[str]:
     """The box's fields as nft values (addresses in ``family``), in shape order."""
     make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-    out = []
-    for k, (lo, hi) in enumerate(box):
-        a, b = (make(lo), make(hi)) if k < 2 else (lo, hi)
-        out.append(str(a) if lo == hi else f"{a}-{b}")
-    return out
+    return [_span(make(lo), make(hi)) if k < 2 else _span(lo, hi) for k, (lo, hi) in enumerate(box)]
 
 
 def _box_rule(box: Box, shape: tuple[int, bool]) -> str:
@@ -209,7 +218,7 @@ def _set_lines(rs: CompiledRuleSet) -> tuple[list[str], list[str]]:
         for rule in rules:
             for f, reverse in _directions(rule):
                 if f.dscp is not None or f.tc is not None:
-                    linear += [f"{m} counter {verdict} comment \"rule {rule.rule_id}\"" for m in _filter_rules(f, reverse)]
+                    linear += [_line(m, verdict, f"rule {rule.rule_id}") for m in _filter_rules(f, reverse)]
                     continue
                 for shape, box in _boxes(f, reverse):
                     boxes[shape].append(box)
@@ -221,8 +230,8 @@ def _set_lines(rs: CompiledRuleSet) -> tuple[list[str], list[str]]:
                 decls += [f"\tset {name} {{", f"\t\ttype {type_}", "\t\tflags interval",
                           "\t\telements = { " + ", ".join(" . ".join(_items(b, shape[0])) for b in elements) + " }",
                           "\t}"]
-                body.append(f"{lookup} @{name} counter {verdict} comment \"run {run}\"")
-            linear += [f"{_box_rule(b, shape)} counter {verdict} comment \"run {run}\"" for b in rest]
+                body.append(_line(f"{lookup} @{name}", verdict, f"run {run}"))
+            linear += [_line(_box_rule(b, shape), verdict, f"run {run}") for b in rest]
         body += linear
     return decls, body
 
