@@ -42,16 +42,17 @@ struct dns_work {
 };
 
 /* The query's question name into key->qname: labels of 1..63 bytes up to the
- * root label, A-Z folded to a-z, the rest zeroed; returns its length (root
- * included), or 0 when it is not such a name within MEP_DNS_NAME_BYTES.
- * The walk keeps its cursor in w (per-CPU map memory) behind a compiler
+ * root label, filling the question up to QTYPE and QCLASS (avail bytes, at
+ * most MEP_DNS_NAME_BYTES), A-Z folded to a-z; key->qname is zero beyond it.
+ * Returns its length (root included), or 0 when the question is not such a
+ * name. The walk keeps its cursor in w (per-CPU map memory) behind a compiler
  * barrier, so the verifier sees one state per loop head instead of one per
  * label count (578k verified instructions for this function otherwise); the
- * loops stay rolled (clang unrolled the 128-byte one onto the stack). */
+ * loops stay rolled (clang unrolled them onto the stack). */
 static __always_inline __u32 dns_key_name(struct xdp_md *ctx, __u32 q, __u32 avail, struct dns_key *key,
 					  struct dns_work *w)
 {
-	__u64 n = avail < MEP_DNS_NAME_BYTES ? avail : MEP_DNS_NAME_BYTES;
+	__u64 n = avail;
 	int i;
 
 	asm volatile("" : "+r"(n));
@@ -80,19 +81,25 @@ static __always_inline __u32 dns_key_name(struct xdp_md *ctx, __u32 q, __u32 ava
 		w->pos = pos + len + 1;
 	}
 	asm volatile("" ::: "memory");
-	if (!w->end)
-		return 0;
+	if (w->end != n)
+		return 0;  /* no root label, or bytes between it and QTYPE */
+	/* A-Z to a-z, eight bytes a step: for each byte h below 0x80, bit 7 of
+	 * h + 0x3f is h >= 'A' and bit 7 of h + 0x25 is h > 'Z' (no carry leaves
+	 * a byte); where they differ, 0x20 is ORed in. Label lengths (< 64) and
+	 * the zeros past the name stay as they are. */
 #pragma clang loop unroll(disable)
-	for (i = 0; i < MEP_DNS_NAME_BYTES; i++) {
-		__u8 c = key->qname[i];
+	for (i = 0; i < MEP_DNS_NAME_BYTES / 8; i++) {
+		__u64 *word = (__u64 *)&key->qname[8 * i];
+		__u64 x, h;
 
-		if ((__u32)i >= w->end)
-			c = 0;
-		else if (c >= 'A' && c <= 'Z')
-			c |= 0x20;
-		key->qname[i] = c;
+		if ((__u32)(8 * i) >= n)
+			break;
+		x = *word;
+		h = x & 0x7f7f7f7f7f7f7f7fULL;
+		*word = x | ((((h + 0x3f3f3f3f3f3f3f3fULL) ^ (h + 0x2525252525252525ULL)) & ~x &
+			      0x8080808080808080ULL) >> 2);
 	}
-	return w->end;
+	return n;
 }
 
 /* The one's-complement sum of `bytes` bytes of rr (even, <= MEP_DNS_RR_BYTES). */
@@ -166,7 +173,7 @@ static __always_inline int dns_answer(struct xdp_md *ctx, const struct pkt *p, s
 		return 0;
 	__builtin_memset(key, 0, sizeof(*key));
 	w->name_len = dns_key_name(ctx, w->dns_off + DNS_HEADER_BYTES, w->dns_len - DNS_HEADER_BYTES - 4, key, w);
-	if (!w->name_len || DNS_HEADER_BYTES + w->name_len + 4 != w->dns_len)
+	if (!w->name_len)
 		return 0;
 	if (bpf_xdp_load_bytes(ctx, w->dns_off + DNS_HEADER_BYTES + w->name_len, w->qtype_qclass, 4))
 		return 0;
