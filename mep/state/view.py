@@ -5,6 +5,7 @@ A write goes through three steps::
     StateView.plan_*()   validate against the view and build a ChangeSet; no side effects
     backend._persist()   write the ChangeSet in one backend transaction
     StateView.apply()    install it in the view; ViewStore fans its events out
+    backend._durable()   wait until the transaction survives a power cut; then the write returns
 
 Each rule of the contract in store.py (NotFound, Conflict, If-Match, lifecycle
 transitions, DNS name conflicts, rule ids, configuration generations) is
@@ -843,7 +844,10 @@ class ViewStore(Store):
     hand it to ``_adopt``, then call ``_mark_open``), ``close`` (calling
     ``_mark_closed``) and ``_persist``. Writes are serialised by one
     asyncio.Lock, held from planning until the change set is applied, so a
-    backend never sees two writes interleaved.
+    backend never sees two writes interleaved. A write is visible (reads,
+    events, the data plane) once applied, and returns once ``_durable``
+    says it survives a power cut; a backend may implement ``_durable`` to
+    sync many writes at once.
 
     Loading is an adoption like any other: a queue subscribed before
     ``open()`` receives a PUT event for every object loaded.
@@ -865,6 +869,18 @@ class ViewStore(Store):
         returns, and the write is planned again on it. Raises StoreUnavailable
         when the backend fails (for a lost connection the outcome is unknown).
         """
+
+    async def _durable(self) -> None:
+        """Return once every change persisted so far survives a power cut.
+
+        Called by each write after it released the write lock, so that the
+        next write can be planned and persisted while this one waits: a
+        backend that syncs many transactions at once (SQLite's group commit)
+        does it here. A backend whose ``_persist`` is durable on return
+        (etcd acknowledges after its raft log is synced) keeps this default.
+        Raises StoreUnavailable when durability cannot be had.
+        """
+        return None
 
     def _adopt(
         self, apps: Mapping[str, AppRecords | None], revision: int, next_rule_id: int, *, complete: bool
@@ -893,6 +909,15 @@ class ViewStore(Store):
         return self._view
 
     async def _write(self, plan: Callable[[StateView], Plan[T]], check: SnapshotCheck | None = None) -> T:
+        result = await self._commit(plan, check)
+        # Outside the lock: the next write commits while this one waits for
+        # its sync. A write that changed nothing waits too, since what it
+        # answers from may be another write's change not yet durable.
+        await self._durable()
+        return result
+
+    async def _commit(self, plan: Callable[[StateView], Plan[T]], check: SnapshotCheck | None) -> T:
+        """Plan, check, persist and apply one write under the write lock; its result."""
         async with self._write_lock:
             while True:
                 view = self._state()

@@ -907,6 +907,69 @@ async def test_sqlite_survives_sigkill_of_the_writer(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_sqlite_concurrent_writes_share_a_sync_and_each_returns_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "mep.db")
+    await store.open()
+    syncs: list[int] = []  # the committed revision at each WAL sync
+    real = os.fdatasync
+
+    def counted(fd: int) -> None:
+        real(fd)
+        syncs.append(store.revision)
+
+    monkeypatch.setattr(mep.state.sqlite.os, "fdatasync", counted)
+    try:
+        await store.create_app(app())
+        assert syncs == [1]
+        written: list[int] = []
+
+        async def write(i: int) -> None:
+            stored = await store.put_traffic_rule("app1", traffic_rule(f"r{i}"))
+            assert syncs and syncs[-1] >= stored.revision  # returned after a sync that covers it
+            written.append(stored.revision)
+
+        await asyncio.gather(*(write(i) for i in range(20)))
+        assert sorted(written) == list(range(2, 22))
+        assert 1 < len(syncs) < 21, syncs  # batched: fewer syncs than writes
+        # A write that changes nothing has nothing to sync.
+        before = len(syncs)
+        assert await store.clear_app("app1", [EventKind.SERVICE]) == 0
+        assert len(syncs) == before
+    finally:
+        await store.close()
+    reopened = SqliteStore(tmp_path / "mep.db")
+    await reopened.open()
+    try:
+        assert len(reopened.list_traffic_rules("app1")) == 20
+    finally:
+        await reopened.close()
+
+
+@pytest.mark.asyncio
+async def test_sqlite_failed_sync_leaves_the_store_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SqliteStore(tmp_path / "mep.db")
+    await store.open()
+    try:
+        await store.create_app(app())
+
+        def failing(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(mep.state.sqlite.os, "fdatasync", failing)
+        with pytest.raises(StoreUnavailable) as info:
+            await store.put_traffic_rule("app1", traffic_rule("r1"))
+        assert "fsync failed" in info.value.detail and info.value.field == "store.sqlite.path"
+        monkeypatch.undo()
+        # The page cache can no longer be trusted: later writes are refused until the store is opened again.
+        with pytest.raises(StoreUnavailable):
+            await store.put_traffic_rule("app1", traffic_rule("r2"))
+    finally:
+        await store.close()
+
+
+@pytest.mark.asyncio
 async def test_sqlite_has_one_owner(tmp_path: Path) -> None:
     path = tmp_path / "mep.db"
     owner = SqliteStore(path)
