@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Iterable, Optional, Protocol
 
+import immutables
+
 from ..config import Capacity, DataplaneConfig
 from ..errors import CapacityError, CompileError, RuleProblem
 from ..models import (
@@ -127,15 +129,17 @@ class _Compiled:
     ready: frozenset[str]  # apps whose rules are enforced
     traffic_rules: tuple[StoredTrafficRule, ...]  # the snapshot's (that very tuple)
     rules: tuple[CompiledRule, ...]  # every enforced rule that compiled, in match order
-    by_id: dict[int, CompiledRule]  # the same rules by rule id; never changed once built
-    problems: Mapping[int, tuple[RuleProblem, ...]]  # every enforced rule that did not compile, by rule id
+    # The same rules by rule id, and every enforced rule that did not compile with its problems: persistent
+    # maps (a change of one rule derives the next in O(log n), no copy of 10,000 entries).
+    by_id: immutables.Map[int, CompiledRule]
+    problems: immutables.Map[int, tuple[RuleProblem, ...]]
     filters: int  # traffic filters in ``rules``
     dns_rules: tuple[StoredDnsRule, ...]  # the snapshot's (that very tuple)
     dns: tuple[CompiledDnsRule, ...]
     dns_problems: tuple[RuleProblem, ...]
 
 
-_NOTHING = _Compiled(None, frozenset(), (), (), {}, {}, 0, (), (), ())
+_NOTHING = _Compiled(None, frozenset(), (), (), immutables.Map(), immutables.Map(), 0, (), (), ())
 
 
 class RuleCache:
@@ -213,24 +217,25 @@ def _compile_changes(
         changed.update((s.rule_id, s) for s in snapshot.traffic_rules if s.app_instance_id in flipped)
     rules, by_id, problems, filters = start.rules, start.by_id, start.problems, start.filters
     if changed:
-        by_id, problems = dict(by_id), dict(problems)
+        new_by_id, new_problems = by_id.mutate(), problems.mutate()
         drop, add = [], []
         for rule_id, stored in changed.items():
-            old = by_id.pop(rule_id, None)
+            old = new_by_id.pop(rule_id, None)
             if old is not None:
                 drop.append(old.order_key)
                 filters -= len(old.filters)
-            problems.pop(rule_id, None)
+            new_problems.pop(rule_id, None)
             if (stored is None or stored.app_instance_id not in ready
                     or stored.rule.state is not TrafficRuleState.ACTIVE):
                 continue
             compiled = rc.rule(stored)
             if isinstance(compiled, CompiledRule):
-                by_id[rule_id] = compiled
+                new_by_id[rule_id] = compiled
                 add.append(compiled)
                 filters += len(compiled.filters)
             else:
-                problems[rule_id] = compiled
+                new_problems[rule_id] = compiled
+        by_id, problems = new_by_id.finish(), new_problems.finish()
         rules = edited(rules, _order_key, drop, add)
     if dns_again:
         dns, dns_problems = _compile_dns(snapshot.dns_rules, ready)

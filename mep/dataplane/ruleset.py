@@ -9,6 +9,7 @@ of every field; reference.py is its executable form.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Optional
@@ -146,11 +147,11 @@ class CompiledRuleSet:
     dns_rules: tuple[CompiledDnsRule, ...] = ()
     # ``rules`` by rule id. The compiler passes the index it keeps up to date (and
     # never changes once passed); otherwise it is built here, O(rules).
-    _by_id: dict[int, CompiledRule] = field(default_factory=dict, repr=False, compare=False)
+    _by_id: Mapping[int, CompiledRule] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self._by_id:
-            self._by_id.update({r.rule_id: r for r in self.rules})
+        if len(self._by_id) != len(self.rules):
+            object.__setattr__(self, "_by_id", {r.rule_id: r for r in self.rules})
 
     def rule(self, rule_id: int) -> CompiledRule | None:
         return self._by_id.get(rule_id)
