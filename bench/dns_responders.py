@@ -14,7 +14,16 @@ receive path. n6 (MEP side) runs threaded NAPI, its NAPI thread pinned to
 CPU 1 too: that thread runs the XDP program and, for the two socket
 responders, the receive stack up to their socket. Responder CPU is the
 responder process's user+system time plus that NAPI thread's
-(/proc/<pid>/stat); for "xdp" nearly all of it is the NAPI thread. Rows
+(/proc/<pid>/stat); for "xdp" nearly all of it is the NAPI thread. The
+client's side of n6 keeps NAPI in softirq: receiving an answer up to
+dnsperf's socket runs in the context that sent it (the XDP NAPI thread,
+unbound's sendto) and is billed to that responder, the same for all three
+(a threaded client side, its thread on the generator's CPU, was tried: it
+adds a cross-CPU wakeup per batch of answers, which cost the XDP
+responder more than the receive it took away, and pushed its p99 at max
+past 1 ms). After the rows, one more untimed run of the XDP responder at max has perf
+sample its NAPI thread: the report says what share of it the MEP's BPF
+programs are. Rows
 alternate responders rate by rate, so all meet the same background load.
 The query file asks each name for A (an answer) and AAAA (NODATA). Before
 timing, each responder is checked: kdig gets the rule's address and NODATA,
@@ -294,6 +303,31 @@ def check(topo: Topology, responder: Responder, rules: list[tuple[str, str]], qu
                                f"user space {after[1] - before[1]}: the XDP path is not what is measured")
 
 
+# Kernel symbols that are the XDP responder's own work: its programs (JIT-ed, named bpf_prog_<tag>_<name>),
+# the hash-map lookup of the question, and the helper that copies the name out of the frame.
+_BPF_SYMBOLS = ("bpf_prog_", "htab_map_hash", "lookup_nulls_elem_raw", "bpf_xdp_load_bytes", "__htab_map_lookup_elem")
+
+
+def napi_profile(topo: Topology, responder: Responder, napi: int, queries: Path, seconds: float) -> dict[str, float]:
+    """One more untimed dnsperf run at max, with perf sampling the NAPI thread ``napi``: the share of its
+    samples per kernel symbol (perf report, no children)."""
+    perf_data = queries.with_suffix(".perf")
+    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-t", str(napi), "-o", str(perf_data),
+                             "--", "sleep", str(max(seconds - 1, 1))], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    dnsperf(topo, responder.port, queries, seconds=seconds, rate=None)
+    perf.wait()
+    out = subprocess.run(["perf", "report", "-q", "--stdio", "--no-children", "--sort", "sym", "-g", "none",
+                          "-i", str(perf_data)], capture_output=True, text=True, check=True).stdout
+    perf_data.unlink(missing_ok=True)
+    shares: dict[str, float] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].endswith("%"):
+            shares[parts[-1]] = shares.get(parts[-1], 0.0) + float(parts[0].rstrip("%"))
+    return shares
+
+
 def background_util() -> float:
     """Busy CPU-seconds per second of all CPUs over one idle second: load that is not this benchmark's."""
     before = sum(busy_per_cpu())
@@ -446,7 +480,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--calls", type=int, default=20000, help="test runs for the per-query cost, default 20000")
     args = ap.parse_args(argv)
     rates = [None if r == "max" else int(r) for r in args.rates.split(",")]
-    for tool in ("dnsperf", "kdig", "unbound", "taskset"):
+    for tool in ("dnsperf", "kdig", "unbound", "taskset", "perf"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (scripts/setup.sh installs it)")
     rules = names(args.names)
@@ -459,12 +493,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         "against unbound serving the same names as local-data?",
         __doc__.split("\n\n")[1].replace("\n", " "),
         ["responder", "offered_qps", "seconds", "sent", "answered", "lost", "qps", "p50_ms", "p99_ms", "p999_ms",
-         "responder_cpu_s_per_m", "busy_cpu_s_per_m", "generator_util", "responder_util", "background_util",
-         "limit"])
+         "responder_cpu_s_per_m", "busy_cpu_s_per_m", "generator_util", "responder_util",
+         "background_util", "limit"])
     workdir = Path(tempfile.mkdtemp(prefix="mep-dnsbench-"))
     pin_root = Path(f"/sys/fs/bpf/mep-dnsbench-{os.getpid()}")
     queries = workdir / "queries.txt"
     queries.write_text("".join(f"{name} A\n{name} AAAA\n" for name, _ in rules))
+    shares: dict[str, float] = {}
     with Topology() as topo:
         responders: list[Responder] = []
         try:
@@ -484,16 +519,18 @@ def main(argv: Optional[list[str]] = None) -> None:
                     report.add(**row)
                     progress(f"  {row['qps']} qps, p99 {row['p99_ms']} ms, {row['responder_cpu_s_per_m']} "
                              f"responder CPU-s per M answers, limit: {row['limit']}")
+            progress(f"xdp, offered max qps, {args.seconds} s, untimed: perf samples its NAPI thread")
+            shares = napi_profile(topo, xdp, napi, queries, args.seconds)
         finally:
             for responder in responders:
                 responder.stop()
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(pin_root, ignore_errors=True)
-    finish(report, args)
+    finish(report, args, shares)
 
 
-def finish(report: Report, args: argparse.Namespace) -> None:
-    """Ratios, notes, CSV, PNG and markdown."""
+def finish(report: Report, args: argparse.Namespace, shares: dict[str, float]) -> None:
+    """Ratios, notes, CSV, PNG and markdown; ``shares``: the XDP responder's perf profile at max."""
     by = {(r["responder"], r["offered_qps"]): r for r in report.rows}
     for rate in dict.fromkeys(r["offered_qps"] for r in report.rows):
         unbound = by.get(("unbound", rate))
@@ -511,6 +548,12 @@ def finish(report: Report, args: argparse.Namespace) -> None:
     if any(r["limit"] == "generator" for r in report.rows):
         report.notes.append("where the limit is the generator, dnsperf's one core could not ask faster: that "
                             "responder's qps is a lower bound, and its CPU per answer is what to compare")
+    if shares:
+        own = sum(v for k, v in shares.items() if k.startswith(_BPF_SYMBOLS))
+        top = ", ".join(f"{k} {v:.1f}%" for k, v in sorted(shares.items(), key=lambda kv: -kv[1])[:6])
+        report.notes.append(f"where the XDP responder's CPU goes at max (perf, its NAPI thread): the MEP's BPF "
+                            f"programs with their map lookups and name copy {own:.0f}%, the rest the veth driver "
+                            f"and the kernel around it; top symbols: {top}")
     busiest = max((r["background_util"] for r in report.rows), default=0.0)
     if busiest >= 0.3:
         report.notes.append(f"other load shared the machine (background up to {busiest} cores): latency "
