@@ -94,11 +94,19 @@ class _WalSync:
         target = self._committed
         if self._synced >= target:
             return
-        await asyncio.sleep(0)  # the writes waiting for the lock commit now, and share this sync
+        try:
+            await asyncio.sleep(0)  # the writes waiting for the lock commit now, and share this sync
+        except asyncio.CancelledError:
+            # A writer cancelled here has committed: sync before leaving, or nothing may sync it for a while.
+            if self._synced < target and self.failed is None:
+                self._sync()
+            raise
         if self.failed is not None:
             raise self.failed
-        if self._synced >= target:
-            return
+        if self._synced < target:
+            self._sync()
+
+    def _sync(self) -> None:
         upto = self._committed
         try:
             os.fdatasync(self._fd)

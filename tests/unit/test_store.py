@@ -948,6 +948,34 @@ async def test_sqlite_concurrent_writes_share_a_sync_and_each_returns_after_it(
 
 
 @pytest.mark.asyncio
+async def test_sqlite_writer_cancelled_after_its_commit_still_syncs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "mep.db")
+    await store.open()
+    syncs: list[int] = []
+    real = os.fdatasync
+
+    def counted(fd: int) -> None:
+        real(fd)
+        syncs.append(store.revision)
+
+    monkeypatch.setattr(mep.state.sqlite.os, "fdatasync", counted)
+    try:
+        await store.create_app(app())
+        writer = asyncio.create_task(store.put_traffic_rule("app1", traffic_rule("r1")))
+        while store.revision < 2:  # committed, now yielding before its sync
+            await asyncio.sleep(0)
+        assert syncs == [1]
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+        assert syncs == [1, 2]
+    finally:
+        await store.close()
+
+
+@pytest.mark.asyncio
 async def test_sqlite_failed_sync_leaves_the_store_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SqliteStore(tmp_path / "mep.db")
     await store.open()
