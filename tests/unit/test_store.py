@@ -906,13 +906,11 @@ async def test_sqlite_survives_sigkill_of_the_writer(tmp_path: Path) -> None:
         await store.close()
 
 
-@pytest.mark.asyncio
-async def test_sqlite_concurrent_writes_share_a_sync_and_each_returns_after_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def synced_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[SqliteStore, list[int]]:
+    """An unopened SqliteStore, and the store revision at each WAL sync it makes (the real fdatasync runs)."""
     store = SqliteStore(tmp_path / "mep.db")
-    await store.open()
-    syncs: list[int] = []  # the committed revision at each WAL sync
+    syncs: list[int] = []
     real = os.fdatasync
 
     def counted(fd: int) -> None:
@@ -920,6 +918,15 @@ async def test_sqlite_concurrent_writes_share_a_sync_and_each_returns_after_it(
         syncs.append(store.revision)
 
     monkeypatch.setattr(mep.state.sqlite.os, "fdatasync", counted)
+    return store, syncs
+
+
+@pytest.mark.asyncio
+async def test_sqlite_concurrent_writes_share_a_sync_and_each_returns_after_it(
+    tmp_path: Path, synced_sqlite: tuple[SqliteStore, list[int]]
+) -> None:
+    store, syncs = synced_sqlite
+    await store.open()
     try:
         await store.create_app(app())
         assert syncs == [1]
@@ -949,18 +956,10 @@ async def test_sqlite_concurrent_writes_share_a_sync_and_each_returns_after_it(
 
 @pytest.mark.asyncio
 async def test_sqlite_writer_cancelled_after_its_commit_still_syncs_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synced_sqlite: tuple[SqliteStore, list[int]]
 ) -> None:
-    store = SqliteStore(tmp_path / "mep.db")
+    store, syncs = synced_sqlite
     await store.open()
-    syncs: list[int] = []
-    real = os.fdatasync
-
-    def counted(fd: int) -> None:
-        real(fd)
-        syncs.append(store.revision)
-
-    monkeypatch.setattr(mep.state.sqlite.os, "fdatasync", counted)
     try:
         await store.create_app(app())
         writer = asyncio.create_task(store.put_traffic_rule("app1", traffic_rule("r1")))
