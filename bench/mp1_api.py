@@ -53,6 +53,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -170,6 +171,7 @@ class Mep:
     """A ``mep run`` process pinned to SERVER_CPU, with one app and its token."""
 
     def __init__(self, workdir: Path, capacity_rules: int, apply_batch_ms: float = 0) -> None:
+        self.workdir = workdir  # removed on exit, with the store and the log in it
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.socket = workdir / "admin.sock"
@@ -210,6 +212,8 @@ class Mep:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def add_app(self, rules: list[dict[str, Any]]) -> None:
         """Add the app (READY at once) with ``rules`` through the admin API, and get its token."""
