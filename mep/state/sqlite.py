@@ -6,12 +6,13 @@ killed (kill -9) and the machine losing power. The fsync is a group commit:
 SQLite runs with ``synchronous=NORMAL`` (COMMIT writes the WAL without
 syncing it), and ``_WalSync`` fsyncs the WAL file once for every
 transaction committed before it started, so writes that queue up on the
-store's write lock share one sync. That is the sync ``synchronous=FULL`` would do at each COMMIT (SQLite
-still syncs the WAL itself before each checkpoint and when it starts reusing
-the file). A write is visible in the view and to the data plane from its
-COMMIT, a moment before its sync; the writer hears of it after. An fsync
-that fails leaves the store unavailable until it is opened again (the
-page cache can no longer be trusted to reach the disk).
+store's write lock share one sync. That is the sync ``synchronous=FULL``
+would do at each COMMIT (SQLite still syncs the WAL itself before each
+checkpoint and when it starts reusing the file). A write is visible in the
+view and to the data plane from its COMMIT, a moment before its sync; the
+writer hears of it after. An fsync that fails leaves the store unavailable
+until it is opened again (the page cache can no longer be trusted to reach
+the disk).
 
 One process owns the file: it is opened with ``locking_mode=EXCLUSIVE``, so a
 second store (in this process or another) fails to open with

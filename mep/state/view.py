@@ -196,27 +196,23 @@ class AppRecords:
             if not isinstance(children, immutables.Map):
                 object.__setattr__(self, _FIELD[kind], immutables.Map(children))
 
-    def children(self, kind: EventKind) -> Mapping[str, Record]:
+    def children(self, kind: EventKind) -> immutables.Map[str, Record]:
         """The app's records of one child kind, by key."""
-        children: Mapping[str, Record] = getattr(self, _FIELD[kind])
+        children: immutables.Map[str, Record] = getattr(self, _FIELD[kind])
         return children
 
     def record(self, kind: EventKind, key: str) -> Record:
         """The record an event of ``kind`` and ``key`` names."""
         return self.app if kind is EventKind.APP else self.children(kind)[key]
 
-    def _map(self, kind: EventKind) -> immutables.Map[str, Record]:
-        children: immutables.Map[str, Record] = getattr(self, _FIELD[kind])
-        return children
-
     def with_child(self, kind: EventKind, key: str, record: Record) -> AppRecords:
         """A copy with ``record`` (of ``kind``) stored under ``key``."""
-        changed: dict[str, Any] = {_FIELD[kind]: self._map(kind).set(key, record)}
+        changed: dict[str, Any] = {_FIELD[kind]: self.children(kind).set(key, record)}
         return replace(self, **changed)
 
     def without_child(self, kind: EventKind, key: str) -> AppRecords:
         """A copy without the child ``key``."""
-        children = self._map(kind)
+        children = self.children(kind)
         if key not in children:
             return self
         changed: dict[str, Any] = {_FIELD[kind]: children.delete(key)}
