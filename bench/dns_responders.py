@@ -21,10 +21,10 @@ unbound's sendto) and is billed to that responder, the same for all three
 (a threaded client side, its thread on the generator's CPU, was tried: it
 adds a cross-CPU wakeup per batch of answers, which cost the XDP
 responder more than the receive it took away, and pushed its p99 at max
-past 1 ms). After the rows, one more untimed run of the XDP responder at max has perf
-sample its NAPI thread: the report says what share of it the MEP's BPF
-programs are. Rows
-alternate responders rate by rate, so all meet the same background load.
+past 1 ms). After the rows, one more untimed run of the XDP responder at
+max has perf sample its NAPI thread: the report says what share of it
+the MEP's BPF programs are. Rows alternate responders rate by rate, so
+all meet the same background load.
 The query file asks each name for A (an answer) and AAAA (NODATA). Before
 timing, each responder is checked: kdig gets the rule's address and NODATA,
 and one pass of dnsperf over the file must complete every query with

@@ -170,8 +170,10 @@ def pinned(cpu: int) -> list[str]:
 class Mep:
     """A ``mep run`` process pinned to SERVER_CPU, with one app and its token."""
 
-    def __init__(self, workdir: Path, capacity_rules: int, apply_batch_ms: float = 0) -> None:
-        self.workdir = workdir  # removed on exit, with the store and the log in it
+    def __init__(self, capacity_rules: int, apply_batch_ms: float = 0) -> None:
+        # Its own work directory (store, log, admin socket), on disk (not tmpfs) for the store's syncs;
+        # removed on exit.
+        self.workdir = workdir = Path(tempfile.mkdtemp(prefix="mep-bench-", dir="/var/tmp"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.socket = workdir / "admin.sock"
@@ -300,8 +302,7 @@ def wrk(url: str, connections: int, seconds: int, method: str = "GET", token: st
 
 def api_latency(args: argparse.Namespace, report: Report) -> None:
     """GET services and PUT traffic_rule against Mp1 and the bare baseline, at every concurrency and paced."""
-    workdir = Path(tempfile.mkdtemp(prefix="mep-bench-", dir="/var/tmp"))
-    with Mep(workdir, capacity_rules=4096) as mep:
+    with Mep(capacity_rules=4096) as mep:
         mep.add_app([target_rule("ACTIVE")])
         for i in range(SERVICES):
             status, _ = mep.request("POST", f"/mec_service_mgmt/v1/applications/{APP}/services", service(i))
@@ -347,8 +348,7 @@ def rule_install(args: argparse.Namespace, report: Report) -> None:
     """PUT state ACTIVE -> first steered probe, with 10 and with 10,000 rules in the app."""
     frame = _probe_frame()
     for (existing, samples), batch_ms in [(run, batch) for run in zip((10, 10_000), args.samples) for batch in (1, 0)]:
-        workdir = Path(tempfile.mkdtemp(prefix="mep-bench-", dir="/var/tmp"))
-        with Mep(workdir, capacity_rules=max(4096, 2 * existing), apply_batch_ms=batch_ms) as mep:
+        with Mep(capacity_rules=max(4096, 2 * existing), apply_batch_ms=batch_ms) as mep:
             progress(f"rule install: {existing} rules, apply_batch_ms {batch_ms}, {samples} samples")
             mep.add_app([*background_rules(existing - 2), probe_pass_rule(), target_rule("INACTIVE", INSTALL_PRIORITY)])
             path = f"/mec_app_support/v1/applications/{APP}/traffic_rules/target"
