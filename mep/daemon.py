@@ -67,15 +67,16 @@ _Compile = Callable[[Snapshot, int], CompiledRuleSet]
 _CompileFew = Callable[[Snapshot, int], Optional[CompiledRuleSet]]
 # A reference-engine compilation that compiles at most this many rules (traffic
 # and DNS) runs on the event loop: compiling them takes at most about 2 ms
-# (25-30 us a rule), sharing the rest with the previous compilation about 0.4 ms
-# at 10,000 rules (copying the match-order tuple and the rule-id index), while
+# (25-30 us a rule), sharing the rest with the previous compilation about 0.1 ms
+# at 10,000 rules (copying the match-order tuple), while
 # the thread hop that would move it off the loop costs about 0.3 ms of latency
 # per Mp1 PUT (measured at 10,000 rules, the process pinned to one CPU).
 INLINE_RULES = 64
 # Allocations between two young-generation collections in ``mep run`` (Python's default: 700). Every
 # such collection traverses the containers made since the previous one, and each write makes a few
-# with one entry per rule (the copied rule index and rule tuples of the store and the compiler): at
-# 10,000 rules one took 1.3-2.3 ms and fell inside about one Mp1 rule install in 13 (measured).
+# with one entry per rule (the rule tuples of the store's snapshot and the compiler's match order): at
+# 10,000 rules one took 1.3-2.3 ms and fell inside about one Mp1 rule install in 13 (measured before
+# the rule indexes became persistent maps, when each write also copied those).
 GC_YOUNG_THRESHOLD = 10_000
 
 

@@ -80,6 +80,11 @@ class BearerError(Unauthorized):
         self.challenge = challenge
 
 
+def _compact_json(data: Any) -> bytes:
+    """``data`` as compact JSON text (UTF-8): every body this module writes."""
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
 def problem_response(
     status: int,
     title: str,
@@ -96,7 +101,7 @@ def problem_response(
     if field is not None:
         body["field"] = field
     return web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(),
+        body=_compact_json(body),
         status=status,
         content_type=PROBLEM_JSON,
         headers=headers,
@@ -190,7 +195,7 @@ def json_response(
     data: Any, *, status: int = 200, record: Record | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
     """``data`` as JSON; the ETag is ``record``'s revision when it represents one stored record."""
-    body = json.dumps(data, separators=(",", ":")).encode()
+    body = _compact_json(data)
     return raw_json_response(body, status=status, etag=record.etag if record is not None else None, headers=headers)
 
 
@@ -201,7 +206,7 @@ def _record_json(record: Record) -> bytes:
         case StoredTrafficRule() | StoredDnsRule():
             return record.rule.to_json_text()
         case StoredSubscription():
-            return json.dumps(record.body, separators=(",", ":")).encode()
+            return _compact_json(record.body)
     raise TypeError(f"no wire form for {type(record).__name__}")
 
 
