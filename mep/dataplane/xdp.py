@@ -220,15 +220,14 @@ class XdpEngine(Engine):
         return self._generation
 
     def apply(self, ruleset: CompiledRuleSet) -> None:
-        tables = build_tables(ruleset)
-        self._classifier.check_capacity(tables)
+        prepared = self._classifier.prepare(build_tables(ruleset))  # CapacityError before anything changes
         if self._grace is not None:
             self._grace.join()  # the inactive half may still be read until then
         half = self._rules.active() ^ 1 if self._generation else 0
         slots = self._counters.assign([r.rule_id for r in ruleset.rules])
         generation = self._generation + 1
         with links.in_netns(self._netns):
-            layout = self._classifier.write(half, tables)
+            layout = self._classifier.write(half, prepared)
             self._dns.write(half, AnswerTable(ruleset.dns_rules))
             self._rules.write(half, ruleset, layout, slots, generation)
             # Metadata for every frame only until the next rule set (see process()).

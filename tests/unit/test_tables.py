@@ -1,12 +1,14 @@
 """The bit-vector tables classify exactly like the reference engine's linear scan."""
 from __future__ import annotations
 
+import ipaddress
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mep.dataplane.packet import Parsed, parse
 from mep.dataplane.reference import classify
-from mep.dataplane.tables import Field, build_tables, iter_value_classes, lookup, VALUE_DOMAIN
+from mep.dataplane.tables import FAMILY_BITS, Field, Interval, build_tables, iter_value_classes, lookup, VALUE_DOMAIN
 from tests.rulesets import rule, ruleset
 from tests.strategies import frame, rule_list
 
@@ -39,3 +41,34 @@ def test_unused_fields_are_reported_unused() -> None:
     tables = build_tables(ruleset([rule("a", filters=[{"protocol": ["UDP"]}])]))
     assert tables.used_fields == 1 << Field.PROTO
     assert tables.nwords == 1 and VALUE_DOMAIN[Field.PROTO] == 256
+
+
+@st.composite
+def _address_range(draw: st.DrawFn) -> tuple[int, int, int]:
+    family = draw(st.sampled_from([4, 6]))
+    top = (1 << FAMILY_BITS[family]) - 1
+
+    def end() -> int:
+        if draw(st.booleans()):
+            return draw(st.integers(0, top))
+        # Near a power of two: where a decomposition into aligned blocks goes wrong if it does.
+        return min(top, max(0, (1 << draw(st.integers(0, FAMILY_BITS[family]))) + draw(st.integers(-2, 2))))
+
+    a, b = end(), end()
+    return family, min(a, b), max(a, b)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_address_range())
+def test_interval_prefixes_are_what_ipaddress_summarises(r: tuple[int, int, int]) -> None:
+    family, lo, hi = r
+    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    want = [(int(n.network_address), n.prefixlen) for n in ipaddress.summarize_address_range(make(lo), make(hi))]
+    assert Interval(family, lo, hi, 1).prefixes() == want
+
+
+def test_interval_prefixes_of_whole_spaces_and_single_addresses() -> None:
+    assert Interval(4, 0, 2**32 - 1, 1).prefixes() == [(0, 0)]
+    assert Interval(6, 0, 2**128 - 1, 1).prefixes() == [(0, 0)]
+    assert Interval(4, 5, 5, 1).prefixes() == [(5, 32)]
+    assert Interval(4, 1, 6, 1).prefixes() == [(1, 32), (2, 31), (4, 31), (6, 32)]

@@ -11,9 +11,11 @@ the C as -D flags (consts.h refuses to compile without them):
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 from ...config import Capacity, PortRole
 from ...models import TrafficRuleAction
@@ -23,7 +25,7 @@ from ..tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, Field
 from .counters import slots_for
 
 __all__ = ["ActionCode", "ACTION_CODE", "ROLE_CODE", "ROLE_MIRROR", "MAX_IFINDEX", "Sizes", "VALUE_BASE",
-           "VALUE_SPACE", "cflags"]
+           "VALUE_SPACE", "cflags", "update_batch"]
 
 # mep_port_of is an array indexed by ifindex; a larger ifindex cannot be a port.
 MAX_IFINDEX = 65536
@@ -138,3 +140,20 @@ def cflags(sizes: Sizes, pin_dir: Path, *, debug: bool = False) -> list[str]:
     assert len(ADDRESS_FIELDS) == 4 and all(f < 4 for f in ADDRESS_FIELDS)  # classify.h: f < 4 are addresses
     ebpf = Path(__file__).resolve().parent.parent / "ebpf"
     return [f"-I{ebpf}"] + [f"-D{k}={v}" for k, v in defs.items()] + dns_cflags(sizes.dns_names)
+
+
+# Entries per BPF_MAP_UPDATE_BATCH call: bounds the ctypes arrays built for one call.
+_BATCH = 4096
+
+
+def update_batch(table: Any, keys: Sequence[Any], leaves: Sequence[Any]) -> None:
+    """Write ``leaves`` at ``keys`` (the table's Key and Leaf instances), thousands an update call;
+    OSError if the kernel refuses."""
+    for start in range(0, len(keys), _BATCH):
+        chunk = keys[start:start + _BATCH]
+        ckeys = (table.Key * len(chunk))(*chunk)
+        cvals = (table.Leaf * len(chunk))(*leaves[start:start + _BATCH])
+        try:
+            table.items_update_batch(ckeys, cvals)
+        except Exception as exc:  # bcc raises a bare Exception with strerror
+            raise OSError(str(exc)) from exc

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ...errors import CapacityError, MapWriteError, RuleProblem
-from ..tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, ClassifierTables, Field, vector_words
-from .abi import VALUE_BASE, VALUE_SPACE, Sizes
+from ..tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, ClassifierTables, Field
+from .abi import VALUE_BASE, VALUE_SPACE, Sizes, update_batch
 
-__all__ = ["Layout", "ClassifierMaps", "NO_VECTOR"]
+__all__ = ["Layout", "ClassifierMaps", "Prepared", "NO_VECTOR"]
 
 NO_VECTOR = 0xFFFF_FFFF
 ALL_ONES = 0
@@ -43,8 +43,18 @@ class Layout:
 class _Half:
     addr: dict[AddrEntry, int] = field(default_factory=dict)
     values: dict[int, int] = field(default_factory=dict)  # index -> class, the non-zero entries only
-    vectors: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    vectors: dict[int, bytes] = field(default_factory=dict)  # index -> the map value's bytes
     filter_rule: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Tables checked against the maps' sizes, in the form the maps take: ``write`` them."""
+
+    tables: ClassifierTables
+    layout: Layout
+    vectors: dict[int, int]  # index -> filter bitmask
+    addr: dict[AddrEntry, int]
 
 
 def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, int]]:
@@ -106,8 +116,8 @@ class ClassifierMaps:
         # None: what the half holds is unknown (adopted maps); rewrite it whole.
         self._halves: list[Optional[_Half]] = [_Half(), _Half()] if contents_known else [None, None]
 
-    def check_capacity(self, tables: ClassifierTables) -> tuple[Layout, dict[int, int], dict[AddrEntry, int]]:
-        """Raise CapacityError when ``tables`` do not fit the loaded program's maps."""
+    def prepare(self, tables: ClassifierTables) -> Prepared:
+        """``tables`` laid out for the maps; CapacityError when they do not fit the loaded program's."""
         layout, vectors = _layout(tables, self._sizes)
         addr = _addr_entries(tables, layout)
         problems = []
@@ -121,14 +131,15 @@ class ClassifierMaps:
                                             f"{have} {what} exceed the loaded program's {limit}"))
         if problems:
             raise CapacityError(problems)
-        return layout, vectors, addr
+        return Prepared(tables, layout, vectors, addr)
 
-    def write(self, half: int, tables: ClassifierTables) -> Layout:
-        """Make ``half`` hold ``tables``; only the differences are written."""
-        layout, vectors, addr = self.check_capacity(tables)
+    def write(self, half: int, prepared: Prepared) -> Layout:
+        """Make ``half`` hold the prepared tables; only the differences are written."""
+        tables, layout = prepared.tables, prepared.layout
         old = self._halves[half]
-        new = _Half(addr=addr, values=_value_entries(tables, layout),
-                    vectors={i: tuple(vector_words(m, self._sizes.words)) for i, m in vectors.items()},
+        size = 8 * self._sizes.words  # a vector's map value: its words, little-endian (word 0 = filters 0..63)
+        new = _Half(addr=prepared.addr, values=_value_entries(tables, layout),
+                    vectors={i: m.to_bytes(size, "little") for i, m in prepared.vectors.items()},
                     filter_rule=list(tables.filter_rule))
         try:
             self._write_addr(half, old.addr if old else None, new.addr)
@@ -164,15 +175,9 @@ class ClassifierMaps:
             if old.get(entry) != cls:
                 self._addr[self._addr_key(half, entry)] = leaf(cls)
 
-    def _batch(self, table: Any, indexes: list[int], leaves: list[Any]) -> None:
-        for start in range(0, len(indexes), 4096):
-            chunk = indexes[start:start + 4096]
-            keys = (table.Key * len(chunk))(*(table.Key(i) for i in chunk))
-            vals = (table.Leaf * len(chunk))(*leaves[start:start + 4096])
-            try:
-                table.items_update_batch(keys, vals)
-            except Exception as exc:  # bcc raises a bare Exception with strerror
-                raise OSError(str(exc)) from exc
+    @staticmethod
+    def _batch(table: Any, indexes: list[int], leaves: list[Any]) -> None:
+        update_batch(table, [table.Key(i) for i in indexes], leaves)
 
     def _write_values(self, half: int, old: Optional[dict[int, int]], new: dict[int, int]) -> None:
         if old is None:  # unknown contents: every entry of the half
@@ -183,18 +188,11 @@ class ClassifierMaps:
         leaf = self._values.Leaf
         self._batch(self._values, [base + i for i in changed], [leaf(new.get(i, 0)) for i in changed])
 
-    def _write_vectors(self, half: int, old: Optional[dict[int, tuple[int, ...]]],
-                       new: dict[int, tuple[int, ...]]) -> None:
-        changed = [i for i, words in new.items() if old is None or old.get(i) != words]
+    def _write_vectors(self, half: int, old: Optional[dict[int, bytes]], new: dict[int, bytes]) -> None:
+        changed = [i for i, raw in new.items() if old is None or old.get(i) != raw]
         base = half * self._sizes.vectors
-        leaf_type = self._vectors.Leaf
-        leaves = []
-        for i in changed:
-            leaf = leaf_type()
-            for w, word in enumerate(new[i]):
-                leaf.w[w] = word
-            leaves.append(leaf)
-        self._batch(self._vectors, [base + i for i in changed], leaves)
+        leaf = self._vectors.Leaf
+        self._batch(self._vectors, [base + i for i in changed], [leaf.from_buffer_copy(new[i]) for i in changed])
 
     def _write_filter_rule(self, half: int, old: Optional[list[int]], new: list[int]) -> None:
         changed = [i for i, slot in enumerate(new) if old is None or i >= len(old) or old[i] != slot]

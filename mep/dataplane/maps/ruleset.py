@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from ...errors import MapWriteError
 from ..ruleset import CompiledRule, CompiledRuleSet, IpAddr, Target
-from .abi import ACTION_CODE, ActionCode, Sizes
+from .abi import ACTION_CODE, ActionCode, Sizes, update_batch
 from .classifier import Layout
 
 __all__ = ["RulesetMaps", "HalfState"]
@@ -46,7 +46,10 @@ class RulesetMaps:
         self._sets = bpf["mep_sets"]
         self._state = bpf["mep_state"]
         self._sizes = sizes
+        # What each half holds (None: unknown, adopted maps; read or rewritten whole): rule slot -> the
+        # mep_rules value's bytes, and rule id -> slot (mep_rule_index).
         self._mirror: list[Optional[dict[int, bytes]]] = [{}, {}] if contents_known else [None, None]
+        self._index_mirror: list[Optional[dict[int, int]]] = [{}, {}] if contents_known else [None, None]
 
     # -- reading ------------------------------------------------------------------------
     def active(self) -> int:
@@ -98,28 +101,36 @@ class RulesetMaps:
         """Write ``rs`` into ``half`` (rule slot = match rank); the header last."""
         old = self._mirror[half]
         new: dict[int, bytes] = {}
+        keys, leaves = [], []
         try:
             for slot, rule in enumerate(rs.rules):
                 leaf = self._encode_rule(rule, counters[rule.rule_id], rs)
                 raw = bytes(leaf)
                 new[slot] = raw
                 if old is None or old.get(slot) != raw:
-                    self._rules[ct.c_uint32(half * self._sizes.rules + slot)] = leaf
+                    keys.append(self._rules.Key(half * self._sizes.rules + slot))
+                    leaves.append(leaf)
+            update_batch(self._rules, keys, leaves)
             self._write_index(half, rs)
             self._write_header(half, rs, layout, generation)
         except Exception as exc:
-            self._mirror[half] = None
+            self._mirror[half] = self._index_mirror[half] = None
             raise MapWriteError(f"rule-set maps, half {half}: {exc}") from exc
         self._mirror[half] = new
 
     def _write_index(self, half: int, rs: CompiledRuleSet) -> None:
         want = {r.rule_id: slot for slot, r in enumerate(rs.rules)}
-        for key, val in list(self._index.items()):
-            if key.half == half and want.get(int(key.rule_id)) != int(val.value):
-                del self._index[key]
-        for rule_id, slot in want.items():
-            key = self._index.Key(half=half, rule_id=rule_id)
-            self._index[key] = self._index.Leaf(slot)
+        have = self._index_mirror[half]
+        if have is None:
+            have = {int(k.rule_id): int(v.value) for k, v in self._index.items() if k.half == half}
+        self._index_mirror[half] = None  # until written
+        key = self._index.Key
+        for rule_id in have.keys() - want.keys():
+            del self._index[key(half=half, rule_id=rule_id)]
+        changed = [(rule_id, slot) for rule_id, slot in want.items() if have.get(rule_id) != slot]
+        update_batch(self._index, [key(half=half, rule_id=r) for r, _ in changed],
+                     [self._index.Leaf(slot) for _, slot in changed])
+        self._index_mirror[half] = want
 
     def _write_header(self, half: int, rs: CompiledRuleSet, layout: Layout, generation: int) -> None:
         cfg = self._sets.Leaf()
