@@ -24,7 +24,7 @@ from ipaddress import IPv4Address
 from types import TracebackType
 from typing import Callable, Optional
 
-from mep.dataplane.links import delete_link, ensure_veth, in_netns, link, neighbours
+from mep.dataplane.links import delete_link, ensure_veth, in_netns, links_and_neighbours
 from pyroute2 import netns
 
 from mep.dataplane.fastpath import extension
@@ -233,8 +233,8 @@ class Generator:
                                        defines={"GEN_CLASSES": MAX_CLASSES, "GEN_HEADER_BYTES": _HEADER_BYTES})
         try:
             with in_netns(netns):
-                out = link(n3)
-                upf_mac = neighbours(out.ifindex).get(str(table.upf))
+                (out,), neighbour_tables = links_and_neighbours([n3])
+                upf_mac = neighbour_tables.get(out.ifindex, {}).get(str(table.upf))
                 if upf_mac is None:
                     raise DataplaneError(f"no neighbour entry for the UPF's N3 address {table.upf} on {n3}: "
                                          "add a static one (the lab topology has it)")

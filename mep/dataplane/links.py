@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
@@ -25,7 +25,7 @@ __all__ = [
     "xdp_attached",
     "attach_tc_ingress",
     "detach_tc_ingress",
-    "neighbours",
+    "links_and_neighbours",
     "XDP_MODE_NAMES",
 ]
 
@@ -63,8 +63,12 @@ def link(ifname: str) -> Link:
             raise DataplaneError(f"interface '{ifname}' does not exist in this network namespace",
                                  field="dataplane.ports")
         msg = ipr.link("get", index=found[0])[0]
+    return _link_of(ifname, msg)
+
+
+def _link_of(ifname: str, msg: Any) -> Link:
     mac = bytes.fromhex((msg.get("IFLA_ADDRESS") or "00:00:00:00:00:00").replace(":", ""))
-    return Link(ifname, found[0], mac, int(msg.get("IFLA_MTU") or 1500))
+    return Link(ifname, int(msg["index"]), mac, int(msg.get("IFLA_MTU") or 1500))
 
 
 def ensure_veth(name: str, peer: str, *, ipv6: bool = True) -> tuple[Link, Link]:
@@ -127,12 +131,22 @@ def detach_tc_ingress(ifindex: int) -> None:
             pass  # nothing attached
 
 
-def neighbours(ifindex: int) -> dict[str, bytes]:
-    """IP -> MAC of the kernel's neighbour entries on ``ifindex`` that have a MAC."""
-    out: dict[str, bytes] = {}
+def links_and_neighbours(ifnames: Sequence[str]) -> tuple[list[Link], dict[int, dict[str, bytes]]]:
+    """Each of ``ifnames`` (DataplaneError naming the first absent), and per ifindex the kernel's
+    neighbour entries that have a MAC (IP -> MAC): one netlink socket, one dump of each table."""
     with IPRoute() as ipr:
-        for msg in ipr.get_neighbours(ifindex=ifindex):
-            ip, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
-            if ip and mac:
-                out[str(ipaddress.ip_address(ip))] = bytes.fromhex(mac.replace(":", ""))
-    return out
+        by_name = {msg.get("IFLA_IFNAME"): msg for msg in ipr.get_links()}
+        dumped = ipr.get_neighbours()
+    found = []
+    for ifname in ifnames:
+        msg = by_name.get(ifname)
+        if msg is None:
+            raise DataplaneError(f"interface '{ifname}' does not exist in this network namespace",
+                                 field="dataplane.ports")
+        found.append(_link_of(ifname, msg))
+    table: dict[int, dict[str, bytes]] = {}
+    for msg in dumped:
+        ip, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
+        if ip and mac:
+            table.setdefault(msg["ifindex"], {})[str(ipaddress.ip_address(ip))] = bytes.fromhex(mac.replace(":", ""))
+    return found, table

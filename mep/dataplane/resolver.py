@@ -11,7 +11,7 @@ from typing import Optional
 
 from ..config import DataplaneConfig
 from .compiler import StaticResolver, ip_of, mac_bytes
-from .links import in_netns, link, neighbours
+from .links import in_netns, links_and_neighbours
 from .ruleset import IpAddr, Port
 
 __all__ = ["netlink_resolver"]
@@ -21,13 +21,13 @@ def netlink_resolver(config: DataplaneConfig, netns: Optional[str] = None) -> St
     ports: list[Port] = []
     table: dict[IpAddr, tuple[int, bytes]] = {}
     with in_netns(netns):
-        for index, pc in enumerate(config.ports, start=1):
-            live = link(pc.ifname)
-            mac = mac_bytes(pc.mac) if pc.mac else live.mac
-            mtu = pc.mtu if "mtu" in pc.model_fields_set else live.mtu
-            ports.append(Port(index, pc.name, pc.ifname, pc.role, mac, mtu))
-            for ip, neigh_mac in neighbours(live.ifindex).items():
-                table[ip_of(ip)] = (index, neigh_mac)
-            for ip, mac_text in pc.neighbours.items():
-                table[ip_of(ip)] = (index, mac_bytes(mac_text))
+        live_links, neighbour_tables = links_and_neighbours([pc.ifname for pc in config.ports])
+    for index, (pc, live) in enumerate(zip(config.ports, live_links), start=1):
+        mac = mac_bytes(pc.mac) if pc.mac else live.mac
+        mtu = pc.mtu if "mtu" in pc.model_fields_set else live.mtu
+        ports.append(Port(index, pc.name, pc.ifname, pc.role, mac, mtu))
+        for ip, neigh_mac in neighbour_tables.get(live.ifindex, {}).items():
+            table[ip_of(ip)] = (index, neigh_mac)
+        for ip, mac_text in pc.neighbours.items():
+            table[ip_of(ip)] = (index, mac_bytes(mac_text))
     return StaticResolver(ports, table)
