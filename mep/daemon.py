@@ -62,10 +62,11 @@ log = get_logger(__name__)
 
 # compile(snapshot, generation): a CompiledRuleSet, or CompileError.
 _Compile = Callable[[Snapshot, int], CompiledRuleSet]
-# The same, or None at once when that would compile more than INLINE_RULES rules
-# or wait for a compilation running in a worker thread (compiler.compile_few).
+# The same, or None at once when that would compile more than INLINE_RULES rules,
+# wait for a compilation running in a worker thread (compiler.compile_few) or read
+# the ports and neighbours from the kernel again (resolver.LiveResolver.cached).
 _CompileFew = Callable[[Snapshot, int], Optional[CompiledRuleSet]]
-# A reference-engine compilation that compiles at most this many rules (traffic
+# A compilation that compiles at most this many rules (traffic
 # and DNS) runs on the event loop: compiling them takes at most about 2 ms
 # (25-30 us a rule), sharing the rest with the previous compilation about 0.1 ms
 # at 10,000 rules (copying the match-order tuple), while
@@ -97,15 +98,16 @@ class Service(Protocol):
         """Stop serving and release resources."""
 
 
-def _compiler(config: Config) -> tuple[_Compile, Optional[_CompileFew]]:
-    """The compiler, with ports and neighbours resolved for the configured engine, and for the
-    reference engine the variant that may run on the event loop.
+def _compiler(config: Config) -> tuple[_Compile, _CompileFew, Callable[[], None]]:
+    """The compiler with ports and neighbours resolved for the configured engine: the variant that
+    may block (a worker thread runs it), the one that answers None at once instead (the event loop
+    runs it), and what releases the resolver.
 
     The reference engine has no interfaces: ports and neighbours come from the
     configuration. The XDP and fastpath engines read each port's MAC and MTU
-    and the neighbour tables from the kernel at every compilation
-    (resolver.netlink_resolver), inside ``dataplane.netns`` when set: never on
-    the event loop.
+    and the neighbour tables from the kernel (resolver.LiveResolver, inside
+    ``dataplane.netns`` when set), and keep them until the kernel announces a
+    change: only a compilation that finds them unchanged may run on the loop.
     """
     dp = config.dataplane
     cache = RuleCache()
@@ -119,15 +121,23 @@ def _compiler(config: Config) -> tuple[_Compile, Optional[_CompileFew]]:
             return compile_few(snapshot, config=dp, resolver=static, generation=generation, cache=cache,
                                limit=INLINE_RULES)
 
-        return compile_static, compile_static_few
+        return compile_static, compile_static_few, lambda: None
+
+    from .dataplane.resolver import LiveResolver  # pyroute2: only for the engines with interfaces
+
+    live = LiveResolver(dp, dp.netns)
 
     def compile_live(snapshot: Snapshot, generation: int) -> CompiledRuleSet:
-        from .dataplane.resolver import netlink_resolver
+        return compile_ruleset(snapshot, config=dp, resolver=live.current(), generation=generation, cache=cache)
 
-        return compile_ruleset(snapshot, config=dp, resolver=netlink_resolver(dp, dp.netns), generation=generation,
-                               cache=cache)
+    def compile_live_few(snapshot: Snapshot, generation: int) -> Optional[CompiledRuleSet]:
+        resolver = live.cached()
+        if resolver is None:
+            return None
+        return compile_few(snapshot, config=dp, resolver=resolver, generation=generation, cache=cache,
+                           limit=INLINE_RULES)
 
-    return compile_live, None
+    return compile_live, compile_live_few, live.close
 
 
 def build_services(daemon: "Daemon") -> list[Service]:
@@ -167,7 +177,7 @@ class Daemon:
     def __init__(self, config: Config, *, engine: Engine | None = None) -> None:
         self.config = config
         self._engine = engine
-        self._compile, self._compile_few = _compiler(config)
+        self._compile, self._compile_few, self._close_compiler = _compiler(config)
         self._store: Store | None = None
         self._queue: asyncio.Queue[StoreEvent] | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -283,14 +293,13 @@ class Daemon:
 
     async def _compiled(self, snapshot: Snapshot, generation: int) -> CompiledRuleSet:
         """``snapshot`` compiled as ``generation``: on the event loop when that compiles at most
-        INLINE_RULES rules (reference engine), else in a worker thread.
+        INLINE_RULES rules with ports and neighbours already known, else in a worker thread.
 
         The snapshot is immutable, so the compiler may run off the event loop.
         """
-        if self._compile_few is not None:
-            ruleset = self._compile_few(snapshot, generation)
-            if ruleset is not None:
-                return ruleset
+        ruleset = self._compile_few(snapshot, generation)
+        if ruleset is not None:
+            return ruleset
         return await asyncio.to_thread(self._compile, snapshot, generation)
 
     async def check(self, snapshot: Snapshot) -> None:
@@ -425,6 +434,7 @@ class Daemon:
             self._queue = None
         if self._engine is not None:
             await asyncio.to_thread(self._engine.close)  # netlink work (pyroute2's sync API) off the loop
+        self._close_compiler()
         if self._store is not None:
             await self._store.close()
             self._store = None

@@ -98,6 +98,7 @@ class StaticResolver:
         self._ports = tuple(ports)
         self._neighbours = dict(neighbours)
         self._macs = {mac: port for port, mac in self._neighbours.values()}
+        self._fingerprint: Optional[int] = None
 
     @classmethod
     def from_config(cls, config: DataplaneConfig) -> "StaticResolver":
@@ -118,7 +119,10 @@ class StaticResolver:
         return self._macs.get(mac)
 
     def fingerprint(self) -> int:
-        return hash((self._ports, tuple(sorted(self._neighbours.items(), key=lambda kv: (kv[0].family, kv[0].value)))))
+        if self._fingerprint is None:  # the resolver never changes: once (LiveResolver reuses one)
+            self._fingerprint = hash((self._ports, tuple(sorted(self._neighbours.items(),
+                                                                key=lambda kv: (kv[0].family, kv[0].value)))))
+        return self._fingerprint
 
 
 @dataclass(frozen=True, slots=True)
