@@ -137,7 +137,8 @@ class ClassifierMaps:
         """Make ``half`` hold the prepared tables; only the differences are written."""
         tables, layout = prepared.tables, prepared.layout
         old = self._halves[half]
-        size = 8 * self._sizes.words  # a vector's map value: its words, little-endian (word 0 = filters 0..63)
+        # A vector's words in use, little-endian (word 0 = filters 0..63); the map value's other words stay 0.
+        size = 8 * layout.nwords
         new = _Half(addr=prepared.addr, values=_value_entries(tables, layout),
                     vectors={i: m.to_bytes(size, "little") for i, m in prepared.vectors.items()},
                     filter_rule=list(tables.filter_rule))
@@ -191,8 +192,12 @@ class ClassifierMaps:
     def _write_vectors(self, half: int, old: Optional[dict[int, bytes]], new: dict[int, bytes]) -> None:
         changed = [i for i, raw in new.items() if old is None or old.get(i) != raw]
         base = half * self._sizes.vectors
-        leaf = self._vectors.Leaf
-        self._batch(self._vectors, [base + i for i in changed], [leaf.from_buffer_copy(new[i]) for i in changed])
+        leaves = []
+        for i in changed:
+            leaf = self._vectors.Leaf()  # zeroed: the words past the rule set's
+            ct.memmove(ct.addressof(leaf), new[i], len(new[i]))
+            leaves.append(leaf)
+        self._batch(self._vectors, [base + i for i in changed], leaves)
 
     def _write_filter_rule(self, half: int, old: Optional[list[int]], new: list[int]) -> None:
         changed = [i for i, slot in enumerate(new) if old is None or i >= len(old) or old[i] != slot]
