@@ -317,13 +317,15 @@ class AdminApi:
             raise InvalidInput("not a hex string", field="frame") from None
         if not 0 < len(frame) <= _MAX_FRAME_BYTES:
             raise InvalidInput(f"a frame is 1..{_MAX_FRAME_BYTES} bytes, got {len(frame)}", field="frame")
-        rs = self.daemon.engine.ruleset
-        if rs is None:
-            raise MepError("no rule set is applied yet (see GET /status)")
-        if not isinstance(ingress, int) or isinstance(ingress, bool) or rs.port(ingress) is None:
-            known = ", ".join(f"{p.index} ({p.name})" for p in rs.ports) or "none configured"
-            raise InvalidInput(f"must be a data-plane port index: {known}", field="ingress")
         async with self.daemon.engine_lock:
+            # Under the lock: the rule set that describes the verdict is the one in force while the frame ran
+            # (read before, an apply finishing meanwhile would leave it a generation behind).
+            rs = self.daemon.engine.ruleset
+            if rs is None:
+                raise MepError("no rule set is applied yet (see GET /status)")
+            if not isinstance(ingress, int) or isinstance(ingress, bool) or rs.port(ingress) is None:
+                known = ", ".join(f"{p.index} ({p.name})" for p in rs.ports) or "none configured"
+                raise InvalidInput(f"must be a data-plane port index: {known}", field="ingress")
             result = await asyncio.to_thread(self.daemon.engine.process, frame, ingress)
         ports = {p.index: p for p in rs.ports}
         rule = rs.rule(result.rule_id) if result.rule_id else None

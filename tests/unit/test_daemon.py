@@ -398,6 +398,28 @@ def test_admin_api_status_rules_stats_explain(tmp_path: Path) -> None:
     in_daemon(tmp_path, body)
 
 
+def test_explain_describes_the_verdict_with_the_rule_set_it_ran_against(tmp_path: Path) -> None:
+    # An explain waiting for the engine while a rule set is applied must describe its verdict with the
+    # rule set it ran against, not the one in force when the request arrived.
+    async def body(daemon: Daemon, engine: RecordingEngine) -> None:
+        client = AdminClient(daemon.config.admin_socket)
+        await ready_app(daemon)
+        await daemon.settled(daemon.store.revision)
+        async with daemon.engine_lock:  # what an apply in a worker thread holds
+            pending = asyncio.ensure_future(
+                asyncio.to_thread(client.post, "/explain", {"frame": udp_frame(9).hex(), "ingress": 1}))
+            await asyncio.sleep(0.2)  # the request is in, waiting for the engine
+            await daemon.store.put_traffic_rule("app-1", drop_rule("r1", 9))
+            ruleset = daemon._compile(daemon.store.snapshot(), daemon.generation + 1)
+            engine.apply(ruleset)
+            assert not pending.done()
+        res = await pending
+        assert (res["verdict"], res["rule_id"], res["generation"]) == ("DROP", ruleset.rules[0].rule_id, ruleset.generation)
+        assert res["rule"] is not None and res["rule"]["trafficRuleId"] == "r1"
+
+    in_daemon(tmp_path, body)
+
+
 def test_a_second_daemon_on_the_same_socket_is_refused(tmp_path: Path) -> None:
     async def body(daemon: Daemon, engine: RecordingEngine) -> None:
         data = config_data(tmp_path / "other")
