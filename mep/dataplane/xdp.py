@@ -33,14 +33,14 @@ from ..errors import AttachError, DataplaneError, LoadError
 from ..log import get_logger
 from .engine import Counters, Engine, Output, Result
 from .maps.abi import ROLE_CODE, Sizes, cflags
-from .maps.classifier import ClassifierMaps
+from .maps.classifier import ClassifierMaps, Prepared
 from .maps.counters import CounterMaps
 from .maps.dns import DnsMaps
 from .maps.flows import FlowMaps
 from .maps.ports import PortEntry, PortMaps
 from .maps.ruleset import RulesetMaps
 from .reasons import REASON_VERDICT, Reason, Verdict
-from .ruleset import PORT_STACK, CompiledRuleSet
+from .ruleset import PORT_STACK, CompiledFilter, CompiledRuleSet
 from .tables import build_tables
 from ..dns.table import AnswerTable
 from .testrun import XDP_DROP, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS, XDP_REDIRECT, XDP_TX, prog_test_run
@@ -104,6 +104,7 @@ class XdpEngine(Engine):
         self._sizes = Sizes.from_capacity(dp.capacity)
         self._pin_dir = dp.pin_root / config.instance
         self._ruleset: Optional[CompiledRuleSet] = None
+        self._tables: Optional[tuple[tuple[tuple[bool, tuple[CompiledFilter, ...]], ...], Prepared]] = None
         self._grace: Optional[threading.Thread] = None
         self._modes: dict[str, str] = {}
         self._attached: list[tuple[str, int]] = []  # (ifname, flags)
@@ -220,7 +221,7 @@ class XdpEngine(Engine):
         return self._generation
 
     def apply(self, ruleset: CompiledRuleSet) -> None:
-        prepared = self._classifier.prepare(build_tables(ruleset))  # CapacityError before anything changes
+        prepared = self._prepared_tables(ruleset)  # CapacityError before anything changes
         if self._grace is not None:
             self._grace.join()  # the inactive half may still be read until then
         half = self._rules.active() ^ 1 if self._generation else 0
@@ -236,6 +237,15 @@ class XdpEngine(Engine):
         self._ruleset = ruleset
         self._grace = threading.Thread(target=_grace_period, name="mep-xdp-grace", daemon=True)
         self._grace.start()
+
+    def _prepared_tables(self, ruleset: CompiledRuleSet) -> Prepared:
+        """The classifier tables of ``ruleset``, laid out for the maps: the previous rule set's when every
+        rule has the same filters and FLOW flag in the same order (a change of actions, targets or DNS
+        rules only), since the tables depend on nothing else; built otherwise (~165 ms at 10,000 rules)."""
+        shape = tuple((rule.flow, rule.filters) for rule in ruleset.rules)
+        if self._tables is None or self._tables[0] != shape:
+            self._tables = (shape, self._classifier.prepare(build_tables(ruleset)))
+        return self._tables[1]
 
     def counters(self) -> Counters:
         """Per-rule counters include the DNS rules the XDP responder answered (one id space)."""

@@ -5,9 +5,9 @@ import pytest
 
 from mep.dataplane.reasons import Reason, Verdict
 from mep.errors import CapacityError
-from tests.dataplane.cases import GTP_TUNNEL, HTTP, HTTP_SYN, TO_APP1_IP, TO_APP1_MAC, frame_bytes
+from tests.dataplane.cases import GTP_TUNNEL, HTTP, HTTP_SYN, TO_APP1_IP, TO_APP1_MAC, TO_APP2_MAC, frame_bytes
 from mep.dataplane.reference import ReferenceEngine
-from tests.packets import APP1, N6, tcp
+from tests.packets import APP1, APP2, N6, tcp
 from tests.rulesets import rule, ruleset
 
 pytestmark = pytest.mark.needs_bpf
@@ -38,6 +38,24 @@ def test_a_missing_devmap_slot_is_an_internal_drop(xdp_engine) -> None:  # type:
     assert (result.verdict, result.reason) == (Verdict.DROP, Reason.DROP_INTERNAL)
     assert result.outputs == ()
     assert xdp_engine.process(frame_bytes(HTTP_SYN), N6).verdict == Verdict.REDIRECT
+
+
+def test_rule_sets_that_differ_only_in_actions_reuse_the_tables_in_both_halves(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    """The same filters in the same order: the classifier tables are built once and each half is written
+    from them once; what changes (the rule's target, its action) still reaches every half."""
+    others = [rule(f"o{i}", "DROP", 20 + i, [{"protocol": ["UDP"], "dstPort": [str(1000 + i)]}]) for i in range(40)]
+    to = {"app1": rule("f", "FORWARD_DECAPSULATED", 5, [HTTP], dst=TO_APP1_MAC),
+          "app2": rule("f", "FORWARD_DECAPSULATED", 5, [HTTP], dst=TO_APP2_MAC),
+          "drop": rule("f", "DROP", 5, [HTTP])}
+    built = []
+    xdp_engine.apply(ruleset(others))  # another shape first: both halves hold something else
+    for name in ("app1", "app2", "drop", "app1", "app2", "app1"):
+        xdp_engine.apply(ruleset([to[name], *others]))
+        built.append(xdp_engine._tables[1].serial)
+        result = xdp_engine.process(frame_bytes(HTTP_SYN), N6)
+        want = {"app1": (Verdict.REDIRECT, APP1), "app2": (Verdict.REDIRECT, APP2), "drop": (Verdict.DROP, None)}[name]
+        assert (result.verdict, result.outputs[0].port if result.outputs else None) == want, name
+    assert len(set(built)) == 1  # built once for the six
 
 
 def test_rule_counters_survive_an_update_and_removal(xdp_engine) -> None:  # type: ignore[no-untyped-def]

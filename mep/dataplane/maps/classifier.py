@@ -13,6 +13,7 @@ for mep_sets (maps/ruleset.py).
 from __future__ import annotations
 
 import ctypes as ct
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -24,6 +25,7 @@ __all__ = ["Layout", "ClassifierMaps", "Prepared", "NO_VECTOR"]
 
 NO_VECTOR = 0xFFFF_FFFF
 ALL_ONES = 0
+_serials = itertools.count(1)
 
 AddrEntry = tuple[int, int, int, int]  # (field, family, network, prefix length)
 
@@ -41,6 +43,7 @@ class Layout:
 
 @dataclass
 class _Half:
+    source: int = 0  # the Prepared.serial written whole into the half, 0: none (or since changed)
     addr: dict[AddrEntry, int] = field(default_factory=dict)
     values: dict[int, int] = field(default_factory=dict)  # index -> class, the non-zero entries only
     vectors: dict[int, bytes] = field(default_factory=dict)  # index -> the map value's bytes
@@ -55,6 +58,7 @@ class Prepared:
     layout: Layout
     vectors: dict[int, int]  # index -> filter bitmask
     addr: dict[AddrEntry, int]
+    serial: int = field(default_factory=lambda: next(_serials))  # names it for ``write``'s shortcut
 
 
 def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, int]]:
@@ -134,12 +138,15 @@ class ClassifierMaps:
         return Prepared(tables, layout, vectors, addr)
 
     def write(self, half: int, prepared: Prepared) -> Layout:
-        """Make ``half`` hold the prepared tables; only the differences are written."""
+        """Make ``half`` hold the prepared tables; only the differences are written (nothing when the
+        half was last written from this very ``prepared``)."""
         tables, layout = prepared.tables, prepared.layout
         old = self._halves[half]
+        if old is not None and old.source == prepared.serial:
+            return layout
         # A vector's words in use, little-endian (word 0 = filters 0..63); the map value's other words stay 0.
         size = 8 * layout.nwords
-        new = _Half(addr=prepared.addr, values=_value_entries(tables, layout),
+        new = _Half(source=prepared.serial, addr=prepared.addr, values=_value_entries(tables, layout),
                     vectors={i: m.to_bytes(size, "little") for i, m in prepared.vectors.items()},
                     filter_rule=list(tables.filter_rule))
         try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ...errors import MapWriteError
-from ..ruleset import CompiledRule, CompiledRuleSet, IpAddr, Target
+from ..ruleset import CompiledRule, CompiledRuleSet, IpAddr, Port, Target
 from .abi import ACTION_CODE, ActionCode, Sizes, update_batch
 from .classifier import Layout
 
@@ -50,6 +50,9 @@ class RulesetMaps:
         # mep_rules value's bytes, and rule id -> slot (mep_rule_index).
         self._mirror: list[Optional[dict[int, bytes]]] = [{}, {}] if contents_known else [None, None]
         self._index_mirror: list[Optional[dict[int, int]]] = [{}, {}] if contents_known else [None, None]
+        # rule id -> (the CompiledRule, its counter slot, its mep_rules value), encoded under _encoded_ports.
+        self._encoded: dict[int, tuple[CompiledRule, int, bytes]] = {}
+        self._encoded_ports: tuple[Port, ...] = ()
 
     # -- reading ------------------------------------------------------------------------
     def active(self) -> int:
@@ -102,15 +105,25 @@ class RulesetMaps:
         old = self._mirror[half]
         new: dict[int, bytes] = {}
         keys, leaves = [], []
+        if rs.ports != self._encoded_ports:  # a target's encoding holds its port's MTU
+            self._encoded, self._encoded_ports = {}, rs.ports
+        encoded, leaf_type = self._encoded, self._rules.Leaf
         try:
             for slot, rule in enumerate(rs.rules):
-                leaf = self._encode_rule(rule, counters[rule.rule_id], rs)
-                raw = bytes(leaf)
+                counter = counters[rule.rule_id]
+                known = encoded.get(rule.rule_id)
+                if known is not None and known[0] is rule and known[1] == counter:
+                    raw = known[2]
+                else:
+                    raw = bytes(self._encode_rule(rule, counter, rs))
+                    encoded[rule.rule_id] = (rule, counter, raw)
                 new[slot] = raw
                 if old is None or old.get(slot) != raw:
                     keys.append(self._rules.Key(half * self._sizes.rules + slot))
-                    leaves.append(leaf)
+                    leaves.append(leaf_type.from_buffer_copy(raw))
             update_batch(self._rules, keys, leaves)
+            if len(encoded) > 2 * len(rs.rules) + 64:  # rules gone since: keep the cache to about the rule set
+                self._encoded = {rule.rule_id: encoded[rule.rule_id] for rule in rs.rules}
             self._write_index(half, rs)
             self._write_header(half, rs, layout, generation)
         except Exception as exc:
