@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import MAX_LIST, Bool, EtsiModel, Id, Int32, Text, Uri
 from .common import LinkType, Self
@@ -175,6 +175,17 @@ class TransportInfo(EtsiModel):
     endpoint: Union[EndPointInfoUris, EndPointInfoAddresses, EndPointInfoAlternative]
     security: SecurityInfo
     implSpecificInfo: Optional[dict[str, Any]] = None
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _one_endpoint_form(cls, value: Any) -> Any:
+        # EndPointInfo is a oneOf: an object holding two of the forms matches both, which oneOf refuses
+        # (other members are ignored, as everywhere).
+        if isinstance(value, dict):
+            forms = [key for key in ("uris", "addresses", "alternative") if key in value]
+            if len(forms) > 1:
+                raise ValueError(f"exactly one of uris, addresses and alternative, not {' and '.join(forms)}")
+        return value
 
 
 class ServiceInfo(EtsiModel):

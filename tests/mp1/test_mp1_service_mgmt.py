@@ -74,6 +74,10 @@ async def test_registration_refusals(platform: Platform) -> None:
     del missing["transportInfo"]["security"]
     body = await problem(await post(SERVICES, json=missing, headers=platform.auth()), 400)
     assert body["field"] == "transportInfo.security"
+    both = service_info()
+    both["transportInfo"]["endpoint"]["alternative"] = {}  # EndPointInfo is a oneOf: two forms match two
+    body = await problem(await post(SERVICES, json=both, headers=platform.auth()), 400)
+    assert body["field"] == "transportInfo.endpoint" and "uris and alternative" in body["detail"]
     await register(platform, service_info("video"))
     body = await problem(await post(SERVICES, json=service_info("video"), headers=platform.auth()), 400)
     assert body["field"] == "serName" and "update that one" in body["detail"]
