@@ -108,6 +108,8 @@ def traffic_rule(draw: st.DrawFn, index: int) -> dict[str, Any]:
         filters=draw(st.lists(traffic_filter(), min_size=1, max_size=3)),
         flow=draw(st.booleans()),
         dst=draw(st.sampled_from(DESTINATIONS[action])),
+        # INACTIVE rules are stored and compiled, not enforced: engines that keep them (XDP) must ignore them.
+        state=draw(st.sampled_from(["ACTIVE", "ACTIVE", "ACTIVE", "INACTIVE"])),
     )
 
 

@@ -141,9 +141,12 @@ class _Compiled:
     dns_rules: tuple[StoredDnsRule, ...]  # the snapshot's (that very tuple)
     dns: tuple[CompiledDnsRule, ...]
     dns_problems: tuple[RuleProblem, ...]
+    # Every stored rule not enforced that compiles, in match order and by rule id (CompiledRuleSet.dormant).
+    dormant: tuple[CompiledRule, ...]
+    dormant_by_id: immutables.Map[int, CompiledRule]
 
 
-_NOTHING = _Compiled(None, frozenset(), (), (), immutables.Map(), immutables.Map(), 0, (), (), ())
+_NOTHING = _Compiled(None, frozenset(), (), (), immutables.Map(), immutables.Map(), 0, (), (), (), (), immutables.Map())
 
 
 class RuleCache:
@@ -220,33 +223,41 @@ def _compile_changes(
         flipped = ready ^ start.ready
         changed.update((s.rule_id, s) for s in snapshot.traffic_rules if s.app_instance_id in flipped)
     rules, by_id, problems, filters = start.rules, start.by_id, start.problems, start.filters
+    dormant, dormant_by_id = start.dormant, start.dormant_by_id
     if changed:
-        new_by_id, new_problems = by_id.mutate(), problems.mutate()
-        drop, add = [], []
+        new_by_id, new_problems, new_dormant = by_id.mutate(), problems.mutate(), dormant_by_id.mutate()
+        drop, add, drop_dormant, add_dormant = [], [], [], []
         for rule_id, stored in changed.items():
             old = new_by_id.pop(rule_id, None)
             if old is not None:
                 drop.append(old.order_key)
                 filters -= len(old.filters)
             new_problems.pop(rule_id, None)
-            if (stored is None or stored.app_instance_id not in ready
-                    or stored.rule.state is not TrafficRuleState.ACTIVE):
+            old = new_dormant.pop(rule_id, None)
+            if old is not None:
+                drop_dormant.append(old.order_key)
+            if stored is None:
                 continue
             compiled = rc.rule(stored)
-            if isinstance(compiled, CompiledRule):
+            if stored.app_instance_id not in ready or stored.rule.state is not TrafficRuleState.ACTIVE:
+                if isinstance(compiled, CompiledRule):  # a rule not enforced has no problems to report
+                    new_dormant[rule_id] = compiled
+                    add_dormant.append(compiled)
+            elif isinstance(compiled, CompiledRule):
                 new_by_id[rule_id] = compiled
                 add.append(compiled)
                 filters += len(compiled.filters)
             else:
                 new_problems[rule_id] = compiled
-        by_id, problems = new_by_id.finish(), new_problems.finish()
+        by_id, problems, dormant_by_id = new_by_id.finish(), new_problems.finish(), new_dormant.finish()
         rules = edited(rules, _order_key, drop, add)
+        dormant = edited(dormant, _order_key, drop_dormant, add_dormant)
     if dns_again:
         dns, dns_problems = _compile_dns(snapshot.dns_rules, ready)
     else:
         dns, dns_problems = start.dns, start.dns_problems
     return _Compiled(fingerprint, ready, snapshot.traffic_rules, rules, by_id, problems, filters,
-                     snapshot.dns_rules, dns, dns_problems)
+                     snapshot.dns_rules, dns, dns_problems, dormant, dormant_by_id)
 
 
 def compile_filter(f: TrafficFilter) -> CompiledFilter:
@@ -494,5 +505,6 @@ def _ruleset(
         ports=resolver.ports(),
         rules=compiled.rules,
         dns_rules=compiled.dns,
+        dormant=compiled.dormant,
         _by_id=compiled.by_id,
     )

@@ -30,7 +30,7 @@ from enum import IntEnum
 from typing import Callable, Iterable, Sequence
 
 from .packet import Parsed
-from .ruleset import CompiledFilter, CompiledRuleSet
+from .ruleset import CompiledFilter, CompiledRule, CompiledRuleSet
 
 __all__ = [
     "Field",
@@ -41,6 +41,8 @@ __all__ = [
     "FieldTable",
     "ClassifierTables",
     "build_tables",
+    "tables_of",
+    "enabled_filters",
     "iter_value_classes",
     "packet_values",
     "class_of",
@@ -221,19 +223,31 @@ def _field_table(fld: Field, filters: Sequence[CompiledFilter]) -> FieldTable:
 
 def build_tables(rs: CompiledRuleSet) -> ClassifierTables:
     """The classifier tables of ``rs`` (see the module docstring)."""
+    return tables_of(rs.rules, rs.generation)
+
+
+def tables_of(rules: Sequence[CompiledRule], generation: int) -> ClassifierTables:
+    """The classifier tables of ``rules``, in match order (``filter_rule`` indexes them): an engine that keeps
+    dormant rules in its tables (CompiledRuleSet.dormant) passes them with the enforced ones, and ANDs
+    ``enabled_filters`` into every match."""
     filters: list[CompiledFilter] = []
     filter_rule: list[int] = []
     flow_bits: list[int] = []
-    for slot, rule in enumerate(rs.rules):
+    for slot, rule in enumerate(rules):
         for f in rule.filters:
             if rule.flow:
                 flow_bits.append(len(filters))
             filters.append(f)
             filter_rule.append(slot)
-    tables = ClassifierTables(rs.generation, len(filters), filter_rule, _mask(flow_bits, len(filters)))
+    tables = ClassifierTables(generation, len(filters), filter_rule, _mask(flow_bits, len(filters)))
     for fld in Field:
         tables.fields[fld] = _field_table(fld, filters)
     return tables
+
+
+def enabled_filters(tables: ClassifierTables, enforced: Sequence[bool]) -> int:
+    """The mask of the filters whose rule (``filter_rule``'s index into ``enforced``) is enforced."""
+    return _mask((bit for bit, slot in enumerate(tables.filter_rule) if enforced[slot]), tables.nfilters)
 
 
 def iter_value_classes(table: FieldTable) -> Iterable[tuple[int, int, int]]:
@@ -296,8 +310,9 @@ def class_of(table: FieldTable, value: tuple[int, int] | None) -> int:
     return 0
 
 
-def lookup(tables: ClassifierTables, p: Parsed) -> tuple[int, bool] | None:
-    """(rule index, reverse) of the first matching filter, as the engines compute it.
+def lookup(tables: ClassifierTables, p: Parsed, enabled: int | None = None) -> tuple[int, bool] | None:
+    """(rule index, reverse) of the first matching filter among ``enabled`` (default: all), as the engines
+    compute it.
 
     A pure-Python model of the native classifiers, tested against
     ``reference.classify``; never on a hot path.
@@ -307,9 +322,10 @@ def lookup(tables: ClassifierTables, p: Parsed) -> tuple[int, bool] | None:
             mask &= table.classes[class_of(table, values[fld])]
         return (mask & -mask).bit_length() - 1 if mask else None
 
-    everything = (1 << tables.nfilters) - 1
+    everything = (1 << tables.nfilters) - 1 if enabled is None else enabled
     fwd = first(packet_values(p), everything)
-    rev = first(packet_values(p, reverse=True), tables.flow_mask) if tables.flow_mask else None
+    flows = tables.flow_mask & everything
+    rev = first(packet_values(p, reverse=True), flows) if flows else None
     if fwd is None and rev is None:
         return None
     if rev is None or (fwd is not None and tables.filter_rule[fwd] <= tables.filter_rule[rev]):

@@ -21,15 +21,19 @@ Only this module and testrun.py import bcc (STYLE.md section 1).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
+import heapq
+import operator
 import os
 import re
 import threading
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from ..config import Config, PortRole
-from ..errors import AttachError, DataplaneError, LoadError
+from ..errors import AttachError, CapacityError, DataplaneError, LoadError
 from ..log import get_logger
 from .engine import Counters, Engine, Output, Result
 from .maps.abi import ROLE_CODE, Sizes, cflags
@@ -40,8 +44,8 @@ from .maps.flows import FlowMaps
 from .maps.ports import PortEntry, PortMaps
 from .maps.ruleset import RulesetMaps
 from .reasons import REASON_VERDICT, Reason, Verdict
-from .ruleset import PORT_STACK, CompiledFilter, CompiledRuleSet
-from .tables import build_tables
+from .ruleset import PORT_STACK, CompiledFilter, CompiledRule, CompiledRuleSet
+from .tables import enabled_filters, tables_of
 from ..dns.table import AnswerTable
 from .testrun import XDP_DROP, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS, XDP_REDIRECT, XDP_TX, prog_test_run
 from . import links
@@ -221,16 +225,18 @@ class XdpEngine(Engine):
         return self._generation
 
     def apply(self, ruleset: CompiledRuleSet) -> None:
-        prepared = self._prepared_tables(ruleset)  # CapacityError before anything changes
+        rules, prepared = self._prepared_tables(ruleset)  # CapacityError before anything changes
+        enforced = {rule.rule_id for rule in ruleset.rules}
+        enabled = enabled_filters(prepared.tables, [rule.rule_id in enforced for rule in rules])
         if self._grace is not None:
             self._grace.join()  # the inactive half may still be read until then
         half = self._rules.active() ^ 1 if self._generation else 0
-        slots = self._counters.assign([r.rule_id for r in ruleset.rules])
+        slots = self._counters.assign([r.rule_id for r in rules])
         generation = self._generation + 1
         with links.in_netns(self._netns):
-            layout = self._classifier.write(half, prepared)
+            layout = self._classifier.write(half, prepared, enabled)
             self._dns.write(half, AnswerTable(ruleset.dns_rules))
-            self._rules.write(half, ruleset, layout, slots, generation)
+            self._rules.write(half, ruleset, rules, layout, slots, generation)
             # Metadata for every frame only until the next rule set (see process()).
             self._rules.flip(half, meta_all=False)
         self._generation = generation
@@ -238,14 +244,29 @@ class XdpEngine(Engine):
         self._grace = threading.Thread(target=_grace_period, name="mep-xdp-grace", daemon=True)
         self._grace.start()
 
-    def _prepared_tables(self, ruleset: CompiledRuleSet) -> Prepared:
-        """The classifier tables of ``ruleset``, laid out for the maps: the previous rule set's when every
-        rule has the same filters and FLOW flag in the same order (a change of actions, targets or DNS
-        rules only), since the tables depend on nothing else; built otherwise (~165 ms at 10,000 rules)."""
-        shape = tuple((rule.flow, rule.filters) for rule in ruleset.rules)
+    def _prepared_tables(self, ruleset: CompiledRuleSet) -> tuple[Sequence[CompiledRule], Prepared]:
+        """The rules the classifier tables hold, in match order, and the tables laid out for the maps.
+
+        The tables hold the dormant rules too (CompiledRuleSet.dormant: stored, compiled, not enforced)
+        when they fit the maps, so that a rule changing state, or an app becoming READY, changes which
+        filters are enabled and not the tables. The tables are the previous rule set's when its rules
+        have the same filters and FLOW flag in the same order, since they depend on nothing else; built
+        otherwise (~165 ms at 10,000 rules)."""
+        rules: Sequence[CompiledRule] = ruleset.rules
+        if ruleset.dormant:
+            every = list(heapq.merge(ruleset.rules, ruleset.dormant, key=operator.attrgetter("order_key")))
+            if (len(every) <= self._sizes.rules
+                    and sum(len(rule.filters) for rule in every) <= self._sizes.filters):
+                rules = every
+        shape = tuple((rule.flow, rule.filters) for rule in rules)
         if self._tables is None or self._tables[0] != shape:
-            self._tables = (shape, self._classifier.prepare(build_tables(ruleset)))
-        return self._tables[1]
+            try:
+                self._tables = (shape, self._classifier.prepare(tables_of(rules, ruleset.generation)))
+            except CapacityError:
+                if rules is ruleset.rules:
+                    raise
+                return self._prepared_tables(dataclasses.replace(ruleset, dormant=()))  # the enforced alone
+        return rules, self._tables[1]
 
     def counters(self) -> Counters:
         """Per-rule counters include the DNS rules the XDP responder answered (one id space)."""

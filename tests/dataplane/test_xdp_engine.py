@@ -58,6 +58,35 @@ def test_rule_sets_that_differ_only_in_actions_reuse_the_tables_in_both_halves(x
     assert len(set(built)) == 1  # built once for the six
 
 
+def test_a_rule_changing_state_changes_the_enabled_filters_not_the_tables(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    """INACTIVE rules stay in the tables as dormant filters: switching one on or off rewrites the ENABLED
+    vector, and a dormant rule never matches, even one ahead of the rule that should."""
+    others = [rule(f"o{i}", "DROP", 20 + i, [{"protocol": ["UDP"], "dstPort": [str(1000 + i)]}]) for i in range(40)]
+    shadowing = rule("shadow", "DROP", 1, [HTTP], state="INACTIVE")  # matches first when enforced
+    built, seen = [], []
+    for state in ("INACTIVE", "ACTIVE", "INACTIVE", "ACTIVE", "ACTIVE", "INACTIVE"):
+        target = rule("f", "FORWARD_DECAPSULATED", 5, [HTTP], dst=TO_APP1_MAC, state=state)
+        rs = ruleset([shadowing, target, *others])
+        assert len(rs.dormant) == (2 if state == "INACTIVE" else 1)
+        xdp_engine.apply(rs)
+        built.append(xdp_engine._tables[1].serial)
+        result = xdp_engine.process(frame_bytes(HTTP_SYN), N6)
+        seen.append(result.verdict)
+        if result.verdict == Verdict.REDIRECT:
+            assert result.rule_id == rs.rules[0].rule_id and result.outputs[0].port == APP1
+    assert seen == [Verdict.PASS, Verdict.REDIRECT, Verdict.PASS, Verdict.REDIRECT, Verdict.REDIRECT, Verdict.PASS]
+    assert len(set(built)) == 1  # the same 43 rules in the tables throughout
+
+
+def test_dormant_rules_beyond_the_capacity_are_left_out_of_the_tables(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    capacity = xdp_engine._sizes.rules
+    rs = ruleset([rule("f", "DROP", 1, [HTTP])]
+                 + [rule(f"d{i}", "DROP", 2, [{"protocol": ["UDP"]}], state="INACTIVE") for i in range(capacity)])
+    xdp_engine.apply(rs)  # the enforced rule alone fits: the tables hold it alone
+    assert len(rs.dormant) == capacity and xdp_engine._rules.half_state(xdp_engine._rules.active()).nrules == 1
+    assert xdp_engine.process(frame_bytes(HTTP_SYN), N6).verdict == Verdict.DROP
+
+
 def test_rule_counters_survive_an_update_and_removal(xdp_engine) -> None:  # type: ignore[no-untyped-def]
     keep = rule("keep", "DROP", 1, [HTTP])
     xdp_engine.apply(ruleset([keep, rule("gone", "DROP", 0, [{"protocol": ["UDP"]}])]))

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from mep.dataplane.packet import Parsed, parse
 from mep.dataplane.reference import classify
-from mep.dataplane.tables import FAMILY_BITS, Field, Interval, build_tables, iter_value_classes, lookup, VALUE_DOMAIN
+from mep.dataplane.tables import (FAMILY_BITS, VALUE_DOMAIN, Field, Interval, build_tables, enabled_filters,
+                                  iter_value_classes, lookup, tables_of)
 from tests.rulesets import rule, ruleset
 from tests.strategies import frame, rule_list
 
@@ -18,6 +19,10 @@ from tests.strategies import frame, rule_list
 def test_tables_agree_with_the_linear_scan(rules: list[dict], frames: list[bytes]) -> None:  # type: ignore[type-arg]
     rs = ruleset(rules)
     tables = build_tables(rs)
+    # What the XDP engine holds: the dormant (INACTIVE) rules' filters too, masked by the enabled ones.
+    every = sorted(rs.rules + rs.dormant, key=lambda r: r.order_key)
+    kept = tables_of(every, rs.generation)
+    enabled = enabled_filters(kept, [r in rs.rules for r in every])
     for data in frames:
         p = parse(data)
         if not isinstance(p, Parsed):
@@ -25,6 +30,8 @@ def test_tables_agree_with_the_linear_scan(rules: list[dict], frames: list[bytes
         hit = classify(rs, p)
         want = None if hit is None else (rs.rules.index(hit[0]), hit[1])
         assert lookup(tables, p) == want
+        got = lookup(kept, p, enabled)
+        assert (None if got is None else (every[got[0]], got[1])) == hit
 
 
 def test_value_runs_cover_the_domain_and_absent() -> None:

@@ -134,8 +134,10 @@ static __always_inline struct vec *vector_at(__u32 half, __u32 index)
 	return mep_vectors.lookup(&key);
 }
 
-/* One AND-scan; 1 and *bit when some filter matches. `only` (may be NULL)
- * restricts the scan to its filters (FLOW rules for the reverse direction).
+/* One AND-scan; 1 and *bit when some filter matches. `only` restricts the
+ * scan to its filters: forward, the enabled ones (the tables may hold the
+ * filters of dormant rules, maps/classifier.py); reverse, the enabled FLOW
+ * rules' ones.
  * Fields no filter uses are not looked up: their vector_base points at the
  * half's all-ones vector, whose class 0 is the only class. Every pointer in
  * v[] is non-NULL, so the verifier sees one path through the setup (a
@@ -149,6 +151,9 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 	struct vec *v[MEP_NFIELDS];
 	__u32 used = cfg->used_fields, nwords = cfg->nwords;
 	int f, i;
+
+	if (!only)
+		return 0;
 
 #pragma unroll
 	for (f = 0; f < MEP_NFIELDS; f++) {
@@ -176,8 +181,7 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 		for (f = 0; f < MEP_NFIELDS; f++)
 			if (MEP_COMMON_FIELD(f))
 				acc &= v[f]->w[w];
-		if (only)
-			acc &= only->w[w];
+		acc &= only->w[w];
 		if (!acc)
 			continue;
 #pragma unroll
@@ -215,11 +219,11 @@ static __always_inline int filter_rule(__u32 half, __u32 bit, __u32 *slot)
 static __always_inline int classify_tables(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
 					   struct field_values *fv, struct cls_result *res)
 {
-	struct vec *flows = 0;
+	struct vec *flows = 0, *enabled = vector_at(half, MEP_ENABLED_VECTOR);
 	int dir;
 
 	if (cfg->flow_vector != MEP_NO_VECTOR)
-		flows = vector_at(half, cfg->flow_vector);
+		flows = vector_at(half, cfg->flow_vector);  /* already ANDed with the enabled filters */
 	fv->fwd = 0;
 	fv->rev = 0;
 	/* One scan in the program text, run once per direction: two inlined
@@ -231,7 +235,7 @@ static __always_inline int classify_tables(__u32 half, const struct set_cfg *cfg
 		int found;
 
 		packet_values(p, dir, fv);
-		found = scan(half, cfg, fv, dir ? flows : 0, dir ? &fv->rev_bit : &fv->fwd_bit);
+		found = scan(half, cfg, fv, dir ? flows : enabled, dir ? &fv->rev_bit : &fv->fwd_bit);
 		if (dir)
 			fv->rev = found;
 		else

@@ -6,9 +6,12 @@ what that half held before (a Python mirror per half). A half whose contents
 are unknown (maps adopted from a previous control plane) is rewritten whole.
 
 Vector layout within a half: index 0 is the all-ones vector (fields no
-filter uses point there), then the FLOW filters' mask when there are FLOW
-rules, then each used field's classes in field order. ``Layout`` records it
-for mep_sets (maps/ruleset.py).
+filter uses point there), index 1 the filters of the rules enforced
+(ENABLED: the tables may hold dormant rules' filters too, ANDed out by it),
+then the FLOW filters' mask (enforced ones only) when there are FLOW rules,
+then each used field's classes in field order. ``Layout`` records it for
+mep_sets (maps/ruleset.py). The classes depend on the filters only, so a
+change of which rules are enforced writes vectors 1 and the FLOW mask.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ __all__ = ["Layout", "ClassifierMaps", "Prepared", "NO_VECTOR"]
 
 NO_VECTOR = 0xFFFF_FFFF
 ALL_ONES = 0
+ENABLED = 1  # consts.h MEP_ENABLED_VECTOR
 _serials = itertools.count(1)
 
 AddrEntry = tuple[int, int, int, int]  # (field, family, network, prefix length)
@@ -62,8 +66,10 @@ class Prepared:
 
 
 def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, int]]:
-    """The half's vector layout and every vector (index -> filter bitmask)."""
-    vectors: dict[int, int] = {ALL_ONES: (1 << tables.nfilters) - 1}
+    """The half's vector layout and every vector (index -> filter bitmask) but those that depend on which
+    rules are enforced (ENABLED and the FLOW mask: ``_enabled_vectors``)."""
+    all_filters = (1 << tables.nfilters) - 1
+    vectors: dict[int, int] = {ALL_ONES: all_filters, ENABLED: all_filters}
     flow_vector = NO_VECTOR
     if tables.flow_mask:
         flow_vector = len(vectors)
@@ -137,19 +143,26 @@ class ClassifierMaps:
             raise CapacityError(problems)
         return Prepared(tables, layout, vectors, addr)
 
-    def write(self, half: int, prepared: Prepared) -> Layout:
-        """Make ``half`` hold the prepared tables; only the differences are written (nothing when the
-        half was last written from this very ``prepared``)."""
+    def write(self, half: int, prepared: Prepared, enabled: int) -> Layout:
+        """Make ``half`` hold the prepared tables with ``enabled`` (the filters of the rules enforced);
+        only the differences are written (just the ENABLED and FLOW vectors when the half was last
+        written from this very ``prepared``)."""
         tables, layout = prepared.tables, prepared.layout
-        old = self._halves[half]
-        if old is not None and old.source == prepared.serial:
-            return layout
         # A vector's words in use, little-endian (word 0 = filters 0..63); the map value's other words stay 0.
         size = 8 * layout.nwords
-        new = _Half(source=prepared.serial, addr=prepared.addr, values=_value_entries(tables, layout),
-                    vectors={i: m.to_bytes(size, "little") for i, m in prepared.vectors.items()},
-                    filter_rule=list(tables.filter_rule))
+        dynamic = {ENABLED: enabled}
+        if layout.flow_vector != NO_VECTOR:
+            dynamic[layout.flow_vector] = tables.flow_mask & enabled
+        old = self._halves[half]
         try:
+            if old is not None and old.source == prepared.serial:
+                now = {i: m.to_bytes(size, "little") for i, m in dynamic.items()}
+                self._write_vectors(half, old.vectors, now)
+                old.vectors.update(now)
+                return layout
+            new = _Half(source=prepared.serial, addr=prepared.addr, values=_value_entries(tables, layout),
+                        vectors={i: m.to_bytes(size, "little") for i, m in (prepared.vectors | dynamic).items()},
+                        filter_rule=list(tables.filter_rule))
             self._write_addr(half, old.addr if old else None, new.addr)
             self._write_values(half, old.values if old else None, new.values)
             self._write_vectors(half, old.vectors if old else None, new.vectors)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes as ct
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from ...errors import MapWriteError
@@ -99,9 +100,11 @@ class RulesetMaps:
             self._encode_target(leaf.t[k], target, rs)
         return leaf
 
-    def write(self, half: int, rs: CompiledRuleSet, layout: Layout, counters: dict[int, int],
-              generation: int) -> None:
-        """Write ``rs`` into ``half`` (rule slot = match rank); the header last."""
+    def write(self, half: int, rs: CompiledRuleSet, slots: Sequence[CompiledRule], layout: Layout,
+              counters: dict[int, int], generation: int) -> None:
+        """Write ``rs`` into ``half``: ``slots`` are the rules of the classifier tables in match order (rule
+        slot = match rank; those of ``rs.rules`` and, when the tables keep them, dormant ones, which the
+        ENABLED vector masks out); the header last."""
         old = self._mirror[half]
         new: dict[int, bytes] = {}
         keys, leaves = [], []
@@ -109,7 +112,7 @@ class RulesetMaps:
             self._encoded, self._encoded_ports = {}, rs.ports
         encoded, leaf_type = self._encoded, self._rules.Leaf
         try:
-            for slot, rule in enumerate(rs.rules):
+            for slot, rule in enumerate(slots):
                 counter = counters[rule.rule_id]
                 known = encoded.get(rule.rule_id)
                 if known is not None and known[0] is rule and known[1] == counter:
@@ -122,17 +125,17 @@ class RulesetMaps:
                     keys.append(self._rules.Key(half * self._sizes.rules + slot))
                     leaves.append(leaf_type.from_buffer_copy(raw))
             update_batch(self._rules, keys, leaves)
-            if len(encoded) > 2 * len(rs.rules) + 64:  # rules gone since: keep the cache to about the rule set
-                self._encoded = {rule.rule_id: encoded[rule.rule_id] for rule in rs.rules}
-            self._write_index(half, rs)
-            self._write_header(half, rs, layout, generation)
+            if len(encoded) > 2 * len(slots) + 64:  # rules gone since: keep the cache to about the rule set
+                self._encoded = {rule.rule_id: encoded[rule.rule_id] for rule in slots}
+            self._write_index(half, slots)
+            self._write_header(half, rs, len(slots), layout, generation)
         except Exception as exc:
             self._mirror[half] = self._index_mirror[half] = None
             raise MapWriteError(f"rule-set maps, half {half}: {exc}") from exc
         self._mirror[half] = new
 
-    def _write_index(self, half: int, rs: CompiledRuleSet) -> None:
-        want = {r.rule_id: slot for slot, r in enumerate(rs.rules)}
+    def _write_index(self, half: int, slots: Sequence[CompiledRule]) -> None:
+        want = {r.rule_id: slot for slot, r in enumerate(slots)}
         have = self._index_mirror[half]
         if have is None:
             have = {int(k.rule_id): int(v.value) for k, v in self._index.items() if k.half == half}
@@ -145,12 +148,12 @@ class RulesetMaps:
                      [self._index.Leaf(slot) for _, slot in changed])
         self._index_mirror[half] = want
 
-    def _write_header(self, half: int, rs: CompiledRuleSet, layout: Layout, generation: int) -> None:
+    def _write_header(self, half: int, rs: CompiledRuleSet, nrules: int, layout: Layout, generation: int) -> None:
         cfg = self._sets.Leaf()
         cfg.generation = generation
         cfg.nwords = layout.nwords
         cfg.used_fields = layout.used_fields
-        cfg.nrules = len(rs.rules)
+        cfg.nrules = nrules
         cfg.flow_vector = layout.flow_vector
         for f, base in enumerate(layout.vector_base):
             cfg.vector_base[f] = base
