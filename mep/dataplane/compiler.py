@@ -141,9 +141,9 @@ class _Compiled:
     dns_rules: tuple[StoredDnsRule, ...]  # the snapshot's (that very tuple)
     dns: tuple[CompiledDnsRule, ...]
     dns_problems: tuple[RuleProblem, ...]
-    # Every stored rule not enforced that compiles, in match order and by rule id (CompiledRuleSet.dormant).
-    dormant: tuple[CompiledRule, ...]
-    dormant_by_id: immutables.Map[int, CompiledRule]
+    # Every stored rule that compiles, enforced or dormant, in match order and by rule id (CompiledRuleSet.kept).
+    kept: tuple[CompiledRule, ...]
+    kept_by_id: immutables.Map[int, CompiledRule]
 
 
 _NOTHING = _Compiled(None, frozenset(), (), (), immutables.Map(), immutables.Map(), 0, (), (), (), (), immutables.Map())
@@ -223,41 +223,41 @@ def _compile_changes(
         flipped = ready ^ start.ready
         changed.update((s.rule_id, s) for s in snapshot.traffic_rules if s.app_instance_id in flipped)
     rules, by_id, problems, filters = start.rules, start.by_id, start.problems, start.filters
-    dormant, dormant_by_id = start.dormant, start.dormant_by_id
+    kept, kept_by_id = start.kept, start.kept_by_id
     if changed:
-        new_by_id, new_problems, new_dormant = by_id.mutate(), problems.mutate(), dormant_by_id.mutate()
-        drop, add, drop_dormant, add_dormant = [], [], [], []
+        new_by_id, new_problems, new_kept = by_id.mutate(), problems.mutate(), kept_by_id.mutate()
+        drop, add, drop_kept, add_kept = [], [], [], []
         for rule_id, stored in changed.items():
             old = new_by_id.pop(rule_id, None)
             if old is not None:
                 drop.append(old.order_key)
                 filters -= len(old.filters)
             new_problems.pop(rule_id, None)
-            old = new_dormant.pop(rule_id, None)
+            old = new_kept.pop(rule_id, None)
             if old is not None:
-                drop_dormant.append(old.order_key)
+                drop_kept.append(old.order_key)
             if stored is None:
                 continue
             compiled = rc.rule(stored)
-            if stored.app_instance_id not in ready or stored.rule.state is not TrafficRuleState.ACTIVE:
-                if isinstance(compiled, CompiledRule):  # a rule not enforced has no problems to report
-                    new_dormant[rule_id] = compiled
-                    add_dormant.append(compiled)
-            elif isinstance(compiled, CompiledRule):
-                new_by_id[rule_id] = compiled
-                add.append(compiled)
-                filters += len(compiled.filters)
-            else:
+            enforced = stored.app_instance_id in ready and stored.rule.state is TrafficRuleState.ACTIVE
+            if isinstance(compiled, CompiledRule):
+                new_kept[rule_id] = compiled
+                add_kept.append(compiled)
+                if enforced:
+                    new_by_id[rule_id] = compiled
+                    add.append(compiled)
+                    filters += len(compiled.filters)
+            elif enforced:  # a rule not enforced has no problems to report
                 new_problems[rule_id] = compiled
-        by_id, problems, dormant_by_id = new_by_id.finish(), new_problems.finish(), new_dormant.finish()
+        by_id, problems, kept_by_id = new_by_id.finish(), new_problems.finish(), new_kept.finish()
         rules = edited(rules, _order_key, drop, add)
-        dormant = edited(dormant, _order_key, drop_dormant, add_dormant)
+        kept = edited(kept, _order_key, drop_kept, add_kept)
     if dns_again:
         dns, dns_problems = _compile_dns(snapshot.dns_rules, ready)
     else:
         dns, dns_problems = start.dns, start.dns_problems
     return _Compiled(fingerprint, ready, snapshot.traffic_rules, rules, by_id, problems, filters,
-                     snapshot.dns_rules, dns, dns_problems, dormant, dormant_by_id)
+                     snapshot.dns_rules, dns, dns_problems, kept, kept_by_id)
 
 
 def compile_filter(f: TrafficFilter) -> CompiledFilter:
@@ -505,6 +505,6 @@ def _ruleset(
         ports=resolver.ports(),
         rules=compiled.rules,
         dns_rules=compiled.dns,
-        dormant=compiled.dormant,
+        kept=compiled.kept,
         _by_id=compiled.by_id,
     )

@@ -145,9 +145,10 @@ class CompiledRuleSet:
     ports: tuple[Port, ...]
     rules: tuple[CompiledRule, ...]  # in match order: (priority, rule_id)
     dns_rules: tuple[CompiledDnsRule, ...] = ()
-    # Rules stored but not enforced (INACTIVE, or their app not READY) that compile, in match order: not
-    # part of the rule set's behaviour; an engine may keep them ready to enforce (docs/xdp.md, "dormant").
-    dormant: tuple[CompiledRule, ...] = ()
+    # Every stored rule that compiles, in match order: ``rules`` and the dormant ones (INACTIVE, or their
+    # app not READY), which are not part of the rule set's behaviour; an engine may keep them ready to
+    # enforce (docs/xdp.md). Empty: not given (``rules`` alone).
+    kept: tuple[CompiledRule, ...] = ()
     # ``rules`` by rule id. The compiler passes the index it keeps up to date (and
     # never changes once passed); otherwise it is built here, O(rules).
     _by_id: Mapping[int, CompiledRule] = field(default_factory=dict, repr=False, compare=False)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import errno
-import heapq
 import operator
 import os
 import re
@@ -84,6 +83,9 @@ def program_text() -> str:
     return expand("mep.c") + expand("mep_xdp.c") + expand("mep_tc.c")
 
 
+_RULE_ID = operator.attrgetter("rule_id")
+
+
 def _grace_period() -> None:
     """Wait until every XDP/TC run that started before now has finished (synchronize_rcu)."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -108,7 +110,10 @@ class XdpEngine(Engine):
         self._sizes = Sizes.from_capacity(dp.capacity)
         self._pin_dir = dp.pin_root / config.instance
         self._ruleset: Optional[CompiledRuleSet] = None
-        self._tables: Optional[tuple[tuple[tuple[bool, tuple[CompiledFilter, ...]], ...], Prepared]] = None
+        # The rules of the last tables, their shape (per rule: FLOW, filters) and the tables laid out.
+        self._tables: Optional[tuple[tuple[CompiledRule, ...], tuple[tuple[bool, tuple[CompiledFilter, ...]], ...],
+                                     Prepared]] = None
+        self._counted: Optional[tuple[tuple[CompiledRule, ...], dict[int, int]]] = None  # rules, counter slots
         self._grace: Optional[threading.Thread] = None
         self._modes: dict[str, str] = {}
         self._attached: list[tuple[str, int]] = []  # (ifname, flags)
@@ -226,12 +231,16 @@ class XdpEngine(Engine):
 
     def apply(self, ruleset: CompiledRuleSet) -> None:
         rules, prepared = self._prepared_tables(ruleset)  # CapacityError before anything changes
-        enforced = {rule.rule_id for rule in ruleset.rules}
-        enabled = enabled_filters(prepared.tables, [rule.rule_id in enforced for rule in rules])
+        enforced = set(map(_RULE_ID, ruleset.rules))
+        enabled = enabled_filters(prepared.tables, map(enforced.__contains__, map(_RULE_ID, rules)))
         if self._grace is not None:
             self._grace.join()  # the inactive half may still be read until then
         half = self._rules.active() ^ 1 if self._generation else 0
-        slots = self._counters.assign([r.rule_id for r in rules])
+        if self._counted is None or self._counted[0] != rules:
+            self._counted = (rules, self._counters.assign([r.rule_id for r in rules]))
+        else:  # the same rules keep their slots
+            self._counted = (rules, self._counted[1])
+        slots = self._counted[1]
         generation = self._generation + 1
         with links.in_netns(self._netns):
             layout = self._classifier.write(half, prepared, enabled)
@@ -244,29 +253,34 @@ class XdpEngine(Engine):
         self._grace = threading.Thread(target=_grace_period, name="mep-xdp-grace", daemon=True)
         self._grace.start()
 
-    def _prepared_tables(self, ruleset: CompiledRuleSet) -> tuple[Sequence[CompiledRule], Prepared]:
+    def _prepared_tables(self, ruleset: CompiledRuleSet) -> tuple[tuple[CompiledRule, ...], Prepared]:
         """The rules the classifier tables hold, in match order, and the tables laid out for the maps.
 
-        The tables hold the dormant rules too (CompiledRuleSet.dormant: stored, compiled, not enforced)
+        The tables hold the dormant rules too (CompiledRuleSet.kept: stored, compiled, not enforced)
         when they fit the maps, so that a rule changing state, or an app becoming READY, changes which
         filters are enabled and not the tables. The tables are the previous rule set's when its rules
         have the same filters and FLOW flag in the same order, since they depend on nothing else; built
         otherwise (~165 ms at 10,000 rules)."""
-        rules: Sequence[CompiledRule] = ruleset.rules
-        if ruleset.dormant:
-            every = list(heapq.merge(ruleset.rules, ruleset.dormant, key=operator.attrgetter("order_key")))
-            if (len(every) <= self._sizes.rules
-                    and sum(len(rule.filters) for rule in every) <= self._sizes.filters):
-                rules = every
+        rules = ruleset.rules
+        if len(rules) < len(ruleset.kept) <= self._sizes.rules:  # filters beyond the capacity: prepare() says
+            rules = ruleset.kept
+        # Equal rules (a tuple compare, mostly of identical objects) have equal shapes; else compare shapes.
+        if self._tables is not None and self._tables[0] == rules:
+            # Kept with this very tuple: the next compare meets the same objects (identity, not field by field).
+            self._tables = (rules, self._tables[1], self._tables[2])
+            return rules, self._tables[2]
         shape = tuple((rule.flow, rule.filters) for rule in rules)
-        if self._tables is None or self._tables[0] != shape:
+        if self._tables is None or self._tables[1] != shape:
             try:
-                self._tables = (shape, self._classifier.prepare(tables_of(rules, ruleset.generation)))
+                prepared = self._classifier.prepare(tables_of(rules, ruleset.generation))
             except CapacityError:
                 if rules is ruleset.rules:
                     raise
-                return self._prepared_tables(dataclasses.replace(ruleset, dormant=()))  # the enforced alone
-        return rules, self._tables[1]
+                return self._prepared_tables(dataclasses.replace(ruleset, kept=()))  # the enforced alone
+        else:
+            prepared = self._tables[2]
+        self._tables = (rules, shape, prepared)
+        return rules, prepared
 
     def counters(self) -> Counters:
         """Per-rule counters include the DNS rules the XDP responder answered (one id space)."""

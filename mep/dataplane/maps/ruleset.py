@@ -54,6 +54,8 @@ class RulesetMaps:
         # rule id -> (the CompiledRule, its counter slot, its mep_rules value), encoded under _encoded_ports.
         self._encoded: dict[int, tuple[CompiledRule, int, bytes]] = {}
         self._encoded_ports: tuple[Port, ...] = ()
+        # What each half's rule slots and index were last written from: (rules, counter slots, ports).
+        self._written: list[Optional[tuple[tuple[CompiledRule, ...], dict[int, int], tuple[Port, ...]]]] = [None, None]
 
     # -- reading ------------------------------------------------------------------------
     def active(self) -> int:
@@ -105,6 +107,12 @@ class RulesetMaps:
         """Write ``rs`` into ``half``: ``slots`` are the rules of the classifier tables in match order (rule
         slot = match rank; those of ``rs.rules`` and, when the tables keep them, dormant ones, which the
         ENABLED vector masks out); the header last."""
+        written = (tuple(slots), counters, rs.ports)
+        if self._mirror[half] is not None and self._written[half] == written:  # the same rules, slots, ports
+            self._write_header(half, rs, len(slots), layout, generation)
+            self._written[half] = written  # these objects: the next compare is by identity
+            return
+        self._written[half] = None
         old = self._mirror[half]
         new: dict[int, bytes] = {}
         keys, leaves = [], []
@@ -133,6 +141,7 @@ class RulesetMaps:
             self._mirror[half] = self._index_mirror[half] = None
             raise MapWriteError(f"rule-set maps, half {half}: {exc}") from exc
         self._mirror[half] = new
+        self._written[half] = written
 
     def _write_index(self, half: int, slots: Sequence[CompiledRule]) -> None:
         want = {r.rule_id: slot for slot, r in enumerate(slots)}
