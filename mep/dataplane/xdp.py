@@ -28,7 +28,6 @@ import os
 import re
 import threading
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, Optional
 
 from ..config import Config, PortRole

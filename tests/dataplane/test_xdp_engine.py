@@ -1,6 +1,8 @@
 """What only the XDP engine does: its own drop reasons, counters, capacity, describe()."""
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 
 from mep.dataplane.reasons import Reason, Verdict
@@ -76,6 +78,14 @@ def test_a_rule_changing_state_changes_the_enabled_filters_not_the_tables(xdp_en
             assert result.rule_id == rs.rules[0].rule_id and result.outputs[0].port == APP1
     assert seen == [Verdict.PASS, Verdict.REDIRECT, Verdict.PASS, Verdict.REDIRECT, Verdict.REDIRECT, Verdict.PASS]
     assert len(set(built)) == 1  # the same 43 rules in the tables throughout
+    # A half whose header does not set `enabled` (written before vector 1 was the enabled filters, as a
+    # restarted control plane of an older version leaves it) is scanned with every filter on.
+    sets, half = xdp_engine._bpf["mep_sets"], xdp_engine._rules.active()
+    cfg = sets[ctypes.c_uint32(half)]
+    cfg.enabled = 0
+    cfg.generation += 1  # the flow cache's entries are of the previous generation
+    sets[ctypes.c_uint32(half)] = cfg
+    assert xdp_engine.process(frame_bytes(HTTP_SYN), N6).verdict == Verdict.DROP  # the shadowing rule
 
 
 def test_dormant_rules_beyond_the_capacity_are_left_out_of_the_tables(xdp_engine) -> None:  # type: ignore[no-untyped-def]

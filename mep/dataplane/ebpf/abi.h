@@ -29,7 +29,9 @@ struct set_cfg {
 	__u32 vector_base[MEP_NFIELDS];  /* field f's class c is vector vector_base[f] + c */
 	__u8 default_drop;             /* no match: DROP instead of PASS */
 	__u8 flow_state;               /* some rule is FORWARD_* FLOW: look replies up in mep_flows */
-	__u8 pad[2];
+	__u8 enabled;                  /* vector MEP_ENABLED_VECTOR holds the filters enabled; 0: all are
+					* (a half written before it existed: vector 0, all ones) */
+	__u8 pad;
 };
 
 /* mep_state[0]: which half is in force. One aligned word: a reader sees the

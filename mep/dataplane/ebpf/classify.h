@@ -219,7 +219,7 @@ static __always_inline int filter_rule(__u32 half, __u32 bit, __u32 *slot)
 static __always_inline int classify_tables(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
 					   struct field_values *fv, struct cls_result *res)
 {
-	struct vec *flows = 0, *enabled = vector_at(half, MEP_ENABLED_VECTOR);
+	struct vec *flows = 0, *enabled = vector_at(half, cfg->enabled ? MEP_ENABLED_VECTOR : 0);
 	int dir;
 
 	if (cfg->flow_vector != MEP_NO_VECTOR)

@@ -66,8 +66,8 @@ class Prepared:
 
 
 def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, int]]:
-    """The half's vector layout and every vector (index -> filter bitmask) but those that depend on which
-    rules are enforced (ENABLED and the FLOW mask: ``_enabled_vectors``)."""
+    """The half's vector layout and every vector (index -> filter bitmask); ``write`` replaces those that
+    depend on which rules are enforced (ENABLED and the FLOW mask)."""
     all_filters = (1 << tables.nfilters) - 1
     vectors: dict[int, int] = {ALL_ONES: all_filters, ENABLED: all_filters}
     flow_vector = NO_VECTOR

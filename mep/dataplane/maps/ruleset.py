@@ -7,8 +7,8 @@ packet reads the old half or the new one, never a mix.
 from __future__ import annotations
 
 import ctypes as ct
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from ...errors import MapWriteError
@@ -163,6 +163,7 @@ class RulesetMaps:
         cfg.nwords = layout.nwords
         cfg.used_fields = layout.used_fields
         cfg.nrules = nrules
+        cfg.enabled = 1  # maps/classifier.py writes vector ENABLED
         cfg.flow_vector = layout.flow_vector
         for f, base in enumerate(layout.vector_base):
             cfg.vector_base[f] = base
