@@ -7,6 +7,7 @@ import time
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bench import _openloop
 
@@ -25,18 +26,17 @@ async def test_sends_every_planned_request_and_counts_failures() -> None:
 
     app = web.Application()
     app.router.add_put("/r", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
     try:
+        port = server.port
+        assert port is not None
         requests = [_openloop._request("PUT", "/r", port, "tok", body) for body in (b'{"a":1}', b'{"b":2}')]
         t0 = time.perf_counter()
         result = await _openloop.run(port, requests, rate=400, seconds=0.5, connections=2)
         elapsed = time.perf_counter() - t0
     finally:
-        await runner.cleanup()
+        await server.close()
     assert result["requests"] == 200 and len(seen) == 200
     assert [body for _, body in seen[:4]] == [b'{"a":1}', b'{"b":2}', b'{"a":1}', b'{"b":2}']
     assert {method for method, _ in seen} == {"PUT"}
