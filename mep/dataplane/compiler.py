@@ -233,9 +233,9 @@ def _compile_changes(
                 drop.append(old.order_key)
                 filters -= len(old.filters)
             new_problems.pop(rule_id, None)
-            old = new_kept.pop(rule_id, None)
-            if old is not None:
-                drop_kept.append(old.order_key)
+            was_kept = new_kept.pop(rule_id, None)
+            if was_kept is not None:
+                drop_kept.append(was_kept.order_key)
             if stored is None:
                 continue
             compiled = rc.rule(stored)
