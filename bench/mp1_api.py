@@ -33,7 +33,7 @@ rule matches through the daemon's engine with the admin API's explain (the
 frame counted like any other) every 0.5 ms, until the verdict is REDIRECT by
 the target rule; the latency is from sending the PUT to the answer of the
 first steered probe. Then it PUTs the rule INACTIVE and waits until probes
-pass again (untimed), and 50 ms more: a rule set applied within a grace
+pass again (untimed), and 20 ms more: a rule set applied within a grace
 period (7-16 ms here) of the previous one waits for it (docs/xdp.md), and
 this measures one change, not a train of them. The rule's counter is
 checked to equal the probes that hit it. Two engines: "xdp", the product's

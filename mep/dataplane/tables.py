@@ -136,7 +136,7 @@ class FieldTable:
 class ClassifierTables:
     generation: int
     nfilters: int
-    filter_rule: list[int]  # filter bit -> index of its rule in CompiledRuleSet.rules
+    filter_rule: list[int]  # filter bit -> index of its rule in the rules the tables hold (tables_of)
     flow_mask: int  # filters of FLOW rules
     fields: dict[Field, FieldTable] = field(default_factory=dict)
 
