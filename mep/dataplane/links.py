@@ -60,10 +60,13 @@ def link(ifname: str) -> Link:
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
-            raise DataplaneError(f"interface '{ifname}' does not exist in this network namespace",
-                                 field="dataplane.ports")
+            raise _absent(ifname)
         msg = ipr.link("get", index=found[0])[0]
     return _link_of(ifname, msg)
+
+
+def _absent(ifname: str) -> DataplaneError:
+    return DataplaneError(f"interface '{ifname}' does not exist in this network namespace", field="dataplane.ports")
 
 
 def _link_of(ifname: str, msg: Any) -> Link:
@@ -141,8 +144,7 @@ def links_and_neighbours(ifnames: Sequence[str]) -> tuple[list[Link], dict[int, 
     for ifname in ifnames:
         msg = by_name.get(ifname)
         if msg is None:
-            raise DataplaneError(f"interface '{ifname}' does not exist in this network namespace",
-                                 field="dataplane.ports")
+            raise _absent(ifname)
         found.append(_link_of(ifname, msg))
     table: dict[int, dict[str, bytes]] = {}
     for msg in dumped:

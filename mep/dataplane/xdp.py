@@ -230,8 +230,11 @@ class XdpEngine(Engine):
 
     def apply(self, ruleset: CompiledRuleSet) -> None:
         rules, prepared = self._prepared_tables(ruleset)  # CapacityError before anything changes
-        enforced = set(map(_RULE_ID, ruleset.rules))
-        enabled = enabled_filters(prepared.tables, map(enforced.__contains__, map(_RULE_ID, rules)))
+        if rules is ruleset.rules:  # no dormant rules in the tables: every filter is enabled
+            enabled = (1 << prepared.tables.nfilters) - 1
+        else:
+            enforced = set(map(_RULE_ID, ruleset.rules))
+            enabled = enabled_filters(prepared.tables, map(enforced.__contains__, map(_RULE_ID, rules)))
         if self._grace is not None:
             self._grace.join()  # the inactive half may still be read until then
         half = self._rules.active() ^ 1 if self._generation else 0
