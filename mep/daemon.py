@@ -46,7 +46,6 @@ from .config import Config, EngineName
 from .dataplane.compiler import RuleCache, StaticResolver, compile_few, compile_ruleset
 from .dataplane.engine import Engine
 from .dataplane.factory import make_engine
-from .dataplane.reference import ReferenceEngine
 from .dataplane.ruleset import CompiledRuleSet
 from .dns import DnsCollector, DnsServer
 from .errors import CompileError, DataplaneError, MepError
@@ -253,7 +252,7 @@ class Daemon:
             return False
         compiled_s = time.perf_counter() - t0
         async with self.engine_lock:
-            if isinstance(self.engine, ReferenceEngine):  # keeps a reference: O(1), whatever the size
+            if self.engine.cheap(ruleset):
                 self.engine.apply(ruleset)
             else:
                 await asyncio.to_thread(self.engine.apply, ruleset)

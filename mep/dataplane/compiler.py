@@ -50,6 +50,7 @@ from .ruleset import (
     CompiledRuleSet,
     IpAddr,
     Port,
+    RuleSetDelta,
     Target,
     TargetKind,
     rule_version,
@@ -144,9 +145,11 @@ class _Compiled:
     # Every stored rule that compiles, enforced or dormant, in match order and by rule id (CompiledRuleSet.kept).
     kept: tuple[CompiledRule, ...]
     kept_by_id: immutables.Map[int, CompiledRule]
+    delta: Optional[RuleSetDelta]  # from the compilation it started from (None: from nothing)
 
 
-_NOTHING = _Compiled(None, frozenset(), (), (), immutables.Map(), immutables.Map(), 0, (), (), (), (), immutables.Map())
+_NOTHING = _Compiled(None, frozenset(), (), (), immutables.Map(), immutables.Map(), 0, (), (), (), (), immutables.Map(),
+                     None)
 
 
 class RuleCache:
@@ -256,8 +259,9 @@ def _compile_changes(
         dns, dns_problems = _compile_dns(snapshot.dns_rules, ready)
     else:
         dns, dns_problems = start.dns, start.dns_problems
+    delta = None if start is _NOTHING else RuleSetDelta(start.rules, frozenset(changed))
     return _Compiled(fingerprint, ready, snapshot.traffic_rules, rules, by_id, problems, filters,
-                     snapshot.dns_rules, dns, dns_problems, kept, kept_by_id)
+                     snapshot.dns_rules, dns, dns_problems, kept, kept_by_id, delta)
 
 
 def compile_filter(f: TrafficFilter) -> CompiledFilter:
@@ -506,5 +510,6 @@ def _ruleset(
         rules=compiled.rules,
         dns_rules=compiled.dns,
         kept=compiled.kept,
+        delta=compiled.delta,
         _by_id=compiled.by_id,
     )

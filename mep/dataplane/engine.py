@@ -8,7 +8,8 @@ Contract:
 - ``apply(ruleset)`` swaps the whole rule set at once. A packet is processed
   entirely under the old set or entirely under the new one, and none is
   lost by the swap. Flow state survives a swap (it is validated per rule,
-  see docs/semantics.md).
+  see docs/semantics.md). ``cheap(ruleset)`` says whether that apply,
+  now, costs so little that the daemon makes it on its event loop.
 - ``process(frame, ingress)`` runs one frame that arrived on port
   ``ingress`` (a Port.index) and returns its Result. It never raises for
   any byte string: malformed input gets a defined verdict and reason.
@@ -92,6 +93,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def apply(self, ruleset: CompiledRuleSet) -> None:
         """Swap in ``ruleset`` atomically."""
+
+    def cheap(self, ruleset: CompiledRuleSet) -> bool:
+        """True when ``apply(ruleset)`` now would take well under a millisecond and wait for nothing: the
+        daemon then applies it on the event loop, sparing a worker thread's hand-off and GIL contention."""
+        return False
 
     @property
     @abc.abstractmethod

@@ -171,6 +171,9 @@ class ReferenceEngine(Engine):
     def apply(self, ruleset: CompiledRuleSet) -> None:
         self._ruleset = ruleset
 
+    def cheap(self, ruleset: CompiledRuleSet) -> bool:
+        return True  # keeps a reference: O(1), whatever the size
+
     @property
     def ruleset(self) -> CompiledRuleSet | None:
         return self._ruleset

@@ -27,6 +27,7 @@ __all__ = [
     "CompiledFilter",
     "CompiledRule",
     "CompiledDnsRule",
+    "RuleSetDelta",
     "CompiledRuleSet",
     "rule_version",
 ]
@@ -138,6 +139,18 @@ class CompiledDnsRule:
 
 
 @dataclass(frozen=True)
+class RuleSetDelta:
+    """What a rule set changed from the rule set it was compiled from (the compiler's own record).
+
+    ``base`` is that rule set's ``rules`` (the very tuple: an engine holding it recognises it by
+    identity); ``rule_ids`` holds every rule whose compiled form or enforcement may differ from
+    there. Every other rule is the same and enforced or dormant as it was."""
+
+    base: tuple[CompiledRule, ...]
+    rule_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
 class CompiledRuleSet:
     generation: int  # increases with every rule set the daemon applies
     store_revision: int  # the store revision it was compiled from
@@ -149,6 +162,8 @@ class CompiledRuleSet:
     # app not READY), which are not part of the rule set's behaviour; an engine may keep them ready to
     # enforce (docs/xdp.md). Empty: not given (``rules`` alone).
     kept: tuple[CompiledRule, ...] = ()
+    # How it differs from the rule set it was compiled from; None: not known (compiled from nothing).
+    delta: Optional[RuleSetDelta] = field(default=None, repr=False, compare=False)
     # ``rules`` by rule id. The compiler passes the index it keeps up to date (and
     # never changes once passed); otherwise it is built here, O(rules).
     _by_id: Mapping[int, CompiledRule] = field(default_factory=dict, repr=False, compare=False)

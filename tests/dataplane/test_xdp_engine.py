@@ -5,12 +5,17 @@ import ctypes
 
 import pytest
 
+from mep.dataplane.compiler import RuleCache, StaticResolver, compile_ruleset
 from mep.dataplane.reasons import Reason, Verdict
+from mep.dataplane.tables import enabled_filters
 from mep.errors import CapacityError
+from mep.models import TrafficRule
+from mep.state.lifecycle import AppState
+from mep.state.records import AppInstance, Snapshot, StoredTrafficRule
 from tests.dataplane.cases import GTP_TUNNEL, HTTP, HTTP_SYN, TO_APP1_IP, TO_APP1_MAC, TO_APP2_MAC, frame_bytes
 from mep.dataplane.reference import ReferenceEngine
 from tests.packets import APP1, APP2, N6, tcp
-from tests.rulesets import rule, ruleset
+from tests.rulesets import dataplane_config, rule, ruleset
 
 pytestmark = pytest.mark.needs_bpf
 
@@ -53,7 +58,7 @@ def test_rule_sets_that_differ_only_in_actions_reuse_the_tables_in_both_halves(x
     xdp_engine.apply(ruleset(others))  # another shape first: both halves hold something else
     for name in ("app1", "app2", "drop", "app1", "app2", "app1"):
         xdp_engine.apply(ruleset([to[name], *others]))
-        built.append(xdp_engine._tables[2].serial)
+        built.append(xdp_engine._held.prepared.serial)
         result = xdp_engine.process(frame_bytes(HTTP_SYN), N6)
         want = {"app1": (Verdict.REDIRECT, APP1), "app2": (Verdict.REDIRECT, APP2), "drop": (Verdict.DROP, None)}[name]
         assert (result.verdict, result.outputs[0].port if result.outputs else None) == want, name
@@ -71,7 +76,7 @@ def test_a_rule_changing_state_changes_the_enabled_filters_not_the_tables(xdp_en
         rs = ruleset([shadowing, target, *others])
         assert len(rs.kept) - len(rs.rules) == (2 if state == "INACTIVE" else 1)  # dormant
         xdp_engine.apply(rs)
-        built.append(xdp_engine._tables[2].serial)
+        built.append(xdp_engine._held.prepared.serial)
         result = xdp_engine.process(frame_bytes(HTTP_SYN), N6)
         seen.append(result.verdict)
         if result.verdict == Verdict.REDIRECT:
@@ -86,6 +91,45 @@ def test_a_rule_changing_state_changes_the_enabled_filters_not_the_tables(xdp_en
     cfg.generation += 1  # the flow cache's entries are of the previous generation
     sets[ctypes.c_uint32(half)] = cfg
     assert xdp_engine.process(frame_bytes(HTTP_SYN), N6).verdict == Verdict.DROP  # the shadowing rule
+
+
+def test_state_changes_through_the_compilers_delta_are_cheap_and_exact(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    """Rule sets compiled from one another (a RuleCache, as the daemon compiles) carry the compiler's delta:
+    the enabled filters are then updated from the changed rules alone, equal to those computed from every
+    rule, and the apply is cheap (the daemon makes it on the event loop) once the grace period is over and
+    the half to write holds the tables (brought up to them after the grace period); a rule set with other
+    filters is not cheap."""
+    config = dataplane_config()
+    resolver, cache = StaticResolver.from_config(config), RuleCache()
+    multi = [{"protocol": ["UDP"], "dstPort": ["53"]}, {"protocol": ["UDP"], "dstPort": ["5353"]}]
+    bodies = {f"r{i}": rule(f"r{i}", "DROP", 10 + i, multi if i % 3 == 0 else [{"dstPort": [str(2000 + i)]}])
+              for i in range(12)}
+    bodies["f"] = rule("f", "FORWARD_DECAPSULATED", 5, [HTTP], dst=TO_APP1_MAC)
+    ids = {name: i + 1 for i, name in enumerate(bodies)}
+    stored = {name: StoredTrafficRule(app_instance_id="app1", rule_id=ids[name], rule=TrafficRule.model_validate(b))
+              for name, b in bodies.items()}
+    apps = {"app1": AppInstance(appInstanceId="app1", state=AppState.READY)}
+    steps = [{}, {"f": "INACTIVE"}, {"r0": "INACTIVE", "r3": "INACTIVE"}, {"f": "ACTIVE"}, {"r3": "ACTIVE"},
+             {"r0": "ACTIVE", "f": "INACTIVE", "r6": "INACTIVE"}, {"f": "ACTIVE"}]
+    for generation, change in enumerate(steps, 1):
+        for name, state in change.items():
+            stored[name] = StoredTrafficRule(app_instance_id="app1", rule_id=ids[name],
+                                             rule=TrafficRule.model_validate({**bodies[name], "state": state}))
+        snap = Snapshot(revision=generation, apps=apps, traffic_rules=tuple(stored.values()), dns_rules=())
+        rs = compile_ruleset(snap, config=config, resolver=resolver, generation=generation, cache=cache)
+        assert generation == 1 or rs.delta is not None and rs.delta.rule_ids == {ids[n] for n in change}
+        xdp_engine._grace.wait()
+        # 1: new tables. Then cheap: after each grace period the half just left was brought up to them.
+        assert xdp_engine.cheap(rs) == (generation > 1)
+        xdp_engine.apply(rs)
+        enforced = {r.rule_id for r in rs.rules}
+        held = xdp_engine._held
+        full = enabled_filters(held.prepared.tables, [r.rule_id in enforced for r in held.rules])
+        assert xdp_engine._enabled[2] == full, change
+        result = xdp_engine.process(frame_bytes(HTTP_SYN), N6)
+        assert result.verdict == (Verdict.REDIRECT if ids["f"] in enforced else Verdict.PASS), change
+    xdp_engine._grace.wait()
+    assert not xdp_engine.cheap(ruleset([bodies["f"]]))  # other filters: tables to build
 
 
 def test_dormant_rules_beyond_the_capacity_are_left_out_of_the_tables(xdp_engine) -> None:  # type: ignore[no-untyped-def]

@@ -143,6 +143,11 @@ class ClassifierMaps:
             raise CapacityError(problems)
         return Prepared(tables, layout, vectors, addr)
 
+    def holds(self, half: int, prepared: Prepared) -> bool:
+        """``half`` was last written from ``prepared`` (a write of it then changes two vectors at most)."""
+        old = self._halves[half]
+        return old is not None and old.source == prepared.serial
+
     def write(self, half: int, prepared: Prepared, enabled: int) -> Layout:
         """Make ``half`` hold the prepared tables with ``enabled`` (the filters of the rules enforced);
         only the differences are written (just the ENABLED and FLOW vectors when the half was last
@@ -155,7 +160,8 @@ class ClassifierMaps:
             dynamic[layout.flow_vector] = tables.flow_mask & enabled
         old = self._halves[half]
         try:
-            if old is not None and old.source == prepared.serial:
+            if self.holds(half, prepared):
+                assert old is not None
                 now = {i: m.to_bytes(size, "little") for i, m in dynamic.items()}
                 self._write_vectors(half, old.vectors, now)
                 old.vectors.update(now)

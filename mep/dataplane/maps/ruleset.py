@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from ...errors import MapWriteError
 from ..ruleset import CompiledRule, CompiledRuleSet, IpAddr, Port, Target
-from .abi import ACTION_CODE, ActionCode, Sizes, update_batch
+from .abi import ACTION_CODE, Sizes, update_batch
 from .classifier import Layout
 
 __all__ = ["RulesetMaps", "HalfState"]
@@ -47,6 +47,7 @@ class RulesetMaps:
         self._sets = bpf["mep_sets"]
         self._state = bpf["mep_state"]
         self._sizes = sizes
+        self._active: Optional[int] = None  # mep_state's half, once read or written
         # What each half holds (None: unknown, adopted maps; read or rewritten whole): rule slot -> the
         # mep_rules value's bytes, and rule id -> slot (mep_rule_index).
         self._mirror: list[Optional[dict[int, bytes]]] = [{}, {}] if contents_known else [None, None]
@@ -59,7 +60,10 @@ class RulesetMaps:
 
     # -- reading ------------------------------------------------------------------------
     def active(self) -> int:
-        return int(self._state[ct.c_uint32(0)].active) & 1
+        """The half in force (read once, then kept: this object is the only writer of mep_state)."""
+        if self._active is None:
+            self._active = int(self._state[ct.c_uint32(0)].active) & 1
+        return self._active
 
     def half_state(self, half: int) -> HalfState:
         cfg = self._sets[ct.c_uint32(half)]
@@ -103,13 +107,14 @@ class RulesetMaps:
         return leaf
 
     def write(self, half: int, rs: CompiledRuleSet, slots: Sequence[CompiledRule], layout: Layout,
-              counters: dict[int, int], generation: int) -> None:
+              counters: dict[int, int], generation: int, flow_state: bool) -> None:
         """Write ``rs`` into ``half``: ``slots`` are the rules of the classifier tables in match order (rule
         slot = match rank; those of ``rs.rules`` and, when the tables keep them, dormant ones, which the
-        ENABLED vector masks out); the header last."""
+        ENABLED vector masks out); the header last. ``flow_state``: a FLOW rule that forwards is enforced
+        (replies are looked up in mep_flows)."""
         written = (tuple(slots), counters, rs.ports)
         if self._mirror[half] is not None and self._written[half] == written:  # the same rules, slots, ports
-            self._write_header(half, rs, len(slots), layout, generation)
+            self._write_header(half, rs, len(slots), layout, generation, flow_state)
             self._written[half] = written  # these objects: the next compare is by identity
             return
         self._written[half] = None
@@ -136,7 +141,7 @@ class RulesetMaps:
             if len(encoded) > 2 * len(slots) + 64:  # rules gone since: keep the cache to about the rule set
                 self._encoded = {rule.rule_id: encoded[rule.rule_id] for rule in slots}
             self._write_index(half, slots)
-            self._write_header(half, rs, len(slots), layout, generation)
+            self._write_header(half, rs, len(slots), layout, generation, flow_state)
         except Exception as exc:
             self._mirror[half] = self._index_mirror[half] = None
             raise MapWriteError(f"rule-set maps, half {half}: {exc}") from exc
@@ -157,7 +162,8 @@ class RulesetMaps:
                      [self._index.Leaf(slot) for _, slot in changed])
         self._index_mirror[half] = want
 
-    def _write_header(self, half: int, rs: CompiledRuleSet, nrules: int, layout: Layout, generation: int) -> None:
+    def _write_header(self, half: int, rs: CompiledRuleSet, nrules: int, layout: Layout, generation: int,
+                      flow_state: bool) -> None:
         cfg = self._sets.Leaf()
         cfg.generation = generation
         cfg.nwords = layout.nwords
@@ -168,7 +174,7 @@ class RulesetMaps:
         for f, base in enumerate(layout.vector_base):
             cfg.vector_base[f] = base
         cfg.default_drop = int(rs.default_verdict.name == "DROP")
-        cfg.flow_state = int(any(r.flow and ACTION_CODE[r.action] is ActionCode.FORWARD for r in rs.rules))
+        cfg.flow_state = int(flow_state)
         self._sets[ct.c_uint32(half)] = cfg
 
     def flip(self, half: int, *, meta_all: bool) -> None:
@@ -176,7 +182,9 @@ class RulesetMaps:
         state = self._state.Leaf()
         state.active = half
         state.meta_all = int(meta_all)
+        self._active = None  # unknown if the write fails
         self._state[ct.c_uint32(0)] = state
+        self._active = half
 
     def meta_all(self) -> bool:
         return bool(self._state[ct.c_uint32(0)].meta_all)
