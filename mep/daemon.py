@@ -183,8 +183,8 @@ class Daemon:
         self._started: list[Service] = []  # in start order; stopped in reverse
         self._settled = asyncio.Condition()
         # Engine calls run in worker threads (XDP map writes and netlink must not
-        # block, nor run inside, the event loop), but the reference engine's
-        # apply, which only keeps the rule set; one at a time.
+        # block, nor run inside, the event loop), but an apply the engine calls
+        # cheap (Engine.cheap: a few map writes, nothing to wait for); one at a time.
         self.engine_lock = asyncio.Lock()
         self.started_monotonic = time.monotonic()
         self.generation = 0  # of the rule set in force; 0: none applied yet
