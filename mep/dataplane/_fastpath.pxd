@@ -88,7 +88,8 @@ cdef struct fp_addr_table:
 
 cdef struct fp_tables:
     uint32_t nfilters
-    uint32_t nwords         # 64-bit words per vector
+    uint32_t nwords         # 64-bit words per vector holding filters
+    uint32_t stride         # words each vector takes: nwords rounded up to FP_CHUNK (the rest zero)
     uint32_t nrules
     uint8_t default_drop
     uint32_t* filter_rule   # filter bit -> rule index
@@ -101,7 +102,7 @@ cdef struct fp_tables:
     fp_port ports[MAX_PORT + 1]
     uint32_t nused          # fields some filter constrains, most selective first
     uint8_t used[NFIELDS]
-    uint64_t* vectors[NFIELDS]      # per field: nclasses x nwords
+    uint64_t* vectors[NFIELDS]      # per field: nclasses x stride
     uint64_t* summaries[NFIELDS]    # per field: nclasses x nsum, the summary of each class's vector
     fp_addr_table addr[NADDR_FIELDS]
     uint32_t* value_class[NFIELDS]  # value fields: class of every value, domain + absent
