@@ -305,3 +305,26 @@ CASES: list[Case] = [
          tcp(APP1_IP, UE2, 80, 40000, l2=eth(APP1_MAC, APP1_PORT_MAC)), "PASS", "PASS_FROM_APP", ingress=APP1,
          setup=[(HTTP_SYN, N6)], outputs=passed(tcp(APP1_IP, UE2, 80, 40000, l2=eth(APP1_MAC, APP1_PORT_MAC)))),
 ]
+
+
+# Pairs of frames that differ in one classification input, and a filter that matches the first alone: every
+# engine's classification cache must tell each pair apart (its key holds every input).
+GTP_UDP = user(udp(UE1, SERVER, 40000, 53))
+KEY_CASES = [
+    ("src", udp(UE1, SERVER), udp(UE2, SERVER), {"srcAddress": [f"{UE1}/32"]}),
+    ("dst", udp(UE1, SERVER), udp(UE1, "198.18.100.2"), {"dstAddress": [f"{SERVER}/32"]}),
+    ("proto", tcp(sport=40000, dport=53), udp(sport=40000, dport=53), {"protocol": ["TCP"], "dstPort": ["53"]}),
+    ("sport", udp(sport=1000), udp(sport=1001), {"srcPort": ["1000"]}),
+    ("dport", udp(dport=53), udp(dport=54), {"dstPort": ["53"]}),
+    ("family", udp(UE6, SERVER6), udp(UE1, SERVER), {"dstAddress": [f"{SERVER6}/128"]}),
+    ("dscp", udp(tos=46 << 2), udp(tos=10 << 2), {"dSCP": 46}),
+    ("traffic class", udp(UE6, SERVER6, tc=0xB8), udp(UE6, SERVER6, tc=0x28), {"tC": 0xB8}),
+    ("vlan", udp(vlan=100), udp(vlan=101), {"token": ["100"]}),
+    ("vlan present", udp(vlan=0), udp(), {"token": ["0"]}),
+    ("qfi", gtpu(GTP_UDP, qfi=9), gtpu(GTP_UDP, qfi=10), {"qCI": 9}),
+    ("qfi present", gtpu(GTP_UDP, qfi=0), gtpu(GTP_UDP, qfi=None), {"qCI": 0}),
+    ("tunnel", gtpu(GTP_UDP), udp(UE1, SERVER, 40000, 53), {"srcTunnelAddress": ["0.0.0.0/0"]}),
+    ("tunnel src", gtpu(GTP_UDP), gtpu(GTP_UDP, outer_src="198.18.200.9"), {"srcTunnelAddress": [GNB]}),
+    ("tunnel dst", gtpu(GTP_UDP), gtpu(GTP_UDP, outer_dst="198.18.200.9"), {"tgtTunnelAddress": [UPF_N3]}),
+    ("tunnel sport", gtpu(GTP_UDP), gtpu(GTP_UDP, sport=2153), {"srcTunnelPort": ["2152"]}),
+]

@@ -23,10 +23,10 @@ from mep.dataplane.fastpath import FastpathEngine
 from mep.dataplane.reasons import Verdict
 from mep.dataplane.reference import ReferenceEngine
 from mep.errors import CompileError
-from tests.dataplane.cases import GTP_TUNNEL, HTTP, TO_APP1_IP, TO_APP1_MAC, TO_APP2_MAC, frame_bytes
+from tests.dataplane.cases import GTP_TUNNEL, HTTP, KEY_CASES, TO_APP1_IP, TO_APP1_MAC, TO_APP2_MAC, frame_bytes
 from tests.dataplane.conftest import fastpath_offline
 from tests.dataplane.differential import frame_lists, reply_to, rule_sets, run_all, run_frames
-from tests.packets import APP1, GNB, N6, PORTS, SERVER, SERVER6, UE1, UE2, UE6, UPF_N3, gtpu, tcp, udp, user
+from tests.packets import APP1, N6, PORTS, SERVER, UE1, tcp, udp
 from tests.rulesets import rule, ruleset
 from tests.strategies import any_frame
 
@@ -180,29 +180,7 @@ def test_the_classification_cache_answers_repeats_and_forgets_on_swap() -> None:
     assert fast._core.cache_stats[:2] == (2, 2)
 
 
-# Pairs of frames that differ in one classification input, and a filter that matches the first alone.
-_GTP_UDP = user(udp(UE1, SERVER, 40000, 53))
-_KEY_CASES = [
-    ("src", udp(UE1, SERVER), udp(UE2, SERVER), {"srcAddress": [f"{UE1}/32"]}),
-    ("dst", udp(UE1, SERVER), udp(UE1, "198.18.100.2"), {"dstAddress": [f"{SERVER}/32"]}),
-    ("proto", tcp(sport=40000, dport=53), udp(sport=40000, dport=53), {"protocol": ["TCP"], "dstPort": ["53"]}),
-    ("sport", udp(sport=1000), udp(sport=1001), {"srcPort": ["1000"]}),
-    ("dport", udp(dport=53), udp(dport=54), {"dstPort": ["53"]}),
-    ("family", udp(UE6, SERVER6), udp(UE1, SERVER), {"dstAddress": [f"{SERVER6}/128"]}),
-    ("dscp", udp(tos=46 << 2), udp(tos=10 << 2), {"dSCP": 46}),
-    ("traffic class", udp(UE6, SERVER6, tc=0xB8), udp(UE6, SERVER6, tc=0x28), {"tC": 0xB8}),
-    ("vlan", udp(vlan=100), udp(vlan=101), {"token": ["100"]}),
-    ("vlan present", udp(vlan=0), udp(), {"token": ["0"]}),
-    ("qfi", gtpu(_GTP_UDP, qfi=9), gtpu(_GTP_UDP, qfi=10), {"qCI": 9}),
-    ("qfi present", gtpu(_GTP_UDP, qfi=0), gtpu(_GTP_UDP, qfi=None), {"qCI": 0}),
-    ("tunnel", gtpu(_GTP_UDP), udp(UE1, SERVER, 40000, 53), {"srcTunnelAddress": ["0.0.0.0/0"]}),
-    ("tunnel src", gtpu(_GTP_UDP), gtpu(_GTP_UDP, outer_src="198.18.200.9"), {"srcTunnelAddress": [GNB]}),
-    ("tunnel dst", gtpu(_GTP_UDP), gtpu(_GTP_UDP, outer_dst="198.18.200.9"), {"tgtTunnelAddress": [UPF_N3]}),
-    ("tunnel sport", gtpu(_GTP_UDP), gtpu(_GTP_UDP, sport=2153), {"srcTunnelPort": ["2152"]}),
-]
-
-
-@pytest.mark.parametrize("name,matching,other,filter_", _KEY_CASES, ids=[c[0] for c in _KEY_CASES])
+@pytest.mark.parametrize("name,matching,other,filter_", KEY_CASES, ids=[c[0] for c in KEY_CASES])
 def test_every_classification_input_is_part_of_the_cache_key(name: str, matching: Any, other: Any,
                                                             filter_: dict[str, Any]) -> None:
     """The classification cache (200+ rules) never answers a frame with the result of a frame that differs

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ctypes
+import os
+from typing import Any
 
 import pytest
 
@@ -12,7 +14,9 @@ from mep.errors import CapacityError
 from mep.models import TrafficRule
 from mep.state.lifecycle import AppState
 from mep.state.records import AppInstance, Snapshot, StoredTrafficRule
-from tests.dataplane.cases import GTP_TUNNEL, HTTP, HTTP_SYN, TO_APP1_IP, TO_APP1_MAC, TO_APP2_MAC, frame_bytes
+from tests.dataplane.cases import (GTP_TUNNEL, HTTP, HTTP_SYN, KEY_CASES, TO_APP1_IP, TO_APP1_MAC, TO_APP2_MAC,
+                                  frame_bytes)
+from tests.dataplane.differential import run_all
 from mep.dataplane.reference import ReferenceEngine
 from tests.packets import APP1, APP2, N6, tcp
 from tests.rulesets import dataplane_config, rule, ruleset
@@ -130,6 +134,26 @@ def test_state_changes_through_the_compilers_delta_are_cheap_and_exact(xdp_engin
         assert result.verdict == (Verdict.REDIRECT if ids["f"] in enforced else Verdict.PASS), change
     xdp_engine._grace.wait()
     assert not xdp_engine.cheap(ruleset([bodies["f"]]))  # other filters: tables to build
+
+
+@pytest.mark.parametrize("name,matching,other,filter_", KEY_CASES, ids=[c[0] for c in KEY_CASES])
+def test_every_classification_input_is_part_of_the_flow_cache_key(xdp_engine, name: str, matching: Any,  # type: ignore[no-untyped-def]
+                                                                   other: Any, filter_: dict[str, Any]) -> None:
+    """The per-CPU flow cache never answers a frame with the result of a frame that differs from it in one
+    input only: each pair, run one after the other on one CPU (so the second round hits), gets the
+    reference's verdicts."""
+    rs = ruleset([rule("key", "DROP", 5, [filter_])])
+    ref = ReferenceEngine()
+    ref.apply(rs)
+    xdp_engine.apply(rs)
+    a, b = frame_bytes(matching), frame_bytes(other)
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        seen = [run_all(ref, [xdp_engine], frame, N6) for frame in (a, b, a, b)]
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert [r.reason.name if r else None for r in seen] == ["DROP_RULE", "PASS_NO_MATCH"] * 2, name
 
 
 def test_dormant_rules_beyond_the_capacity_are_left_out_of_the_tables(xdp_engine) -> None:  # type: ignore[no-untyped-def]
