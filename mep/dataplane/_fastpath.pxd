@@ -81,6 +81,11 @@ cdef struct fp_addr_table:
     uint32_t* lo4
     uint32_t* hi4
     uint32_t* cls4
+    # IPv4 first level: [lo4[0], hi4[n4 - 1]] cut into buckets of 2^shift4 addresses; bucket b's
+    # intervals are [idx4[b], idx4[b + 1]] (lower bounds of the bucket's first addresses)
+    uint32_t shift4
+    uint32_t nb4
+    uint32_t* idx4
     uint32_t n6
     uint64_t* lo6           # two words per interval: high, low (network order halves)
     uint64_t* hi6

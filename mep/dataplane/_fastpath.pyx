@@ -27,6 +27,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 import os
+from bisect import bisect_left
 
 cdef extern from *:
     """
@@ -137,6 +138,7 @@ cdef enum:
     FP_ENCAP_GTPU = 2
     FP_ENCAP_GRE = 3
     CACHE_MIN_WORDS = 3         # smaller rule sets scan about as fast as a cache hit (bench/fastpath_rules.py)
+    ADDR_BUCKET_BITS = 10       # an IPv4 address field's first level: at most 1,024 buckets (4 KiB)
     CLS_PORTS = 1
     CLS_VLAN = 2
     CLS_QFI = 4
@@ -613,7 +615,11 @@ cdef uint32_t addr_class(const fp_addr_table* a, int family, const uint8_t* addr
     cdef uint64_t vh, vl
     if family == 4:
         v4 = (<uint32_t>addr[0] << 24) | (<uint32_t>addr[1] << 16) | (<uint32_t>addr[2] << 8) | addr[3]
-        lo = fp_lower_bound32(a.hi4, a.n4, v4)
+        if a.n4 == 0 or v4 < a.lo4[0] or v4 > a.hi4[a.n4 - 1]:
+            return 0
+        mid = (v4 - a.lo4[0]) >> a.shift4  # the bucket: its intervals are a few of the n4
+        lo = a.idx4[mid]
+        lo += fp_lower_bound32(a.hi4 + lo, a.idx4[mid + 1] - lo, v4)
         if lo < a.n4 and a.lo4[lo] <= v4:
             return a.cls4[lo]
         return 0
@@ -697,6 +703,17 @@ cdef extern from *:
         uint32_t s, w, i;
         int k;
 
+        if (words < FP_CHUNK) {  /* less than a chunk: each word ANDed across the vectors, no summaries */
+            for (w = 0; w < words; w++) {
+                uint64_t acc = vecs[0][w];
+
+                for (k = 1; k < nvec; k++)
+                    acc &= vecs[k][w];
+                if (acc)
+                    return (int)(w * 64) + __builtin_ctzll(acc);
+            }
+            return -1;
+        }
         for (s = 0; (s << 6) < words; s++) {
             uint64_t cand = sums[0][s];
             for (k = 1; k < nvec && cand; k++)
@@ -1023,6 +1040,16 @@ cdef class RuleTables:
                 a.cls4 = <uint32_t*>self._alloc(4 * max(1, a.n4))
                 for i4, iv in enumerate(v4):
                     a.lo4[i4], a.hi4[i4], a.cls4[i4] = iv.lo, iv.hi, iv.cls
+                # the first level: at most 2^ADDR_BUCKET_BITS buckets over the span of the intervals
+                # (v4[len(v4) - 1]: no negative indexes, wraparound is off)
+                span = v4[len(v4) - 1].hi - v4[0].lo if v4 else 0
+                a.shift4 = max(0, span.bit_length() - ADDR_BUCKET_BITS)
+                a.nb4 = (span >> a.shift4) + 1 if v4 else 0
+                a.idx4 = <uint32_t*>self._alloc(4 * (a.nb4 + 1))
+                his = [iv.hi for iv in v4]
+                for b in range(a.nb4):
+                    a.idx4[b] = bisect_left(his, v4[0].lo + (b << a.shift4))
+                a.idx4[a.nb4] = a.n4
                 a.lo6 = <uint64_t*>self._alloc(16 * max(1, a.n6))
                 a.hi6 = <uint64_t*>self._alloc(16 * max(1, a.n6))
                 a.cls6 = <uint32_t*>self._alloc(4 * max(1, a.n6))

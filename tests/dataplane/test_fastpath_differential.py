@@ -10,6 +10,7 @@ through the classification cache, whose hits must change nothing.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from array import array
 from typing import Any
@@ -193,6 +194,38 @@ def test_every_classification_input_is_part_of_the_cache_key(name: str, matching
     seen = [run_all(ref, [fast], frame, N6) for frame in (a, b, a, b)]
     assert [r.reason.name if r else None for r in seen] == ["DROP_RULE", "PASS_NO_MATCH"] * 2, name
     assert fast._core.cache_stats[:2] == (2, 2)  # the second round answered from the cache
+
+
+_NET = ipaddress.ip_network("198.18.0.0/15")
+
+
+@settings(max_examples=max(1, EXAMPLES // 20), deadline=None, suppress_health_check=HEALTH)
+@given(blocks=st.lists(st.tuples(st.integers(0, _NET.num_addresses - 1), st.integers(0, 24), st.booleans()),
+                       min_size=1, max_size=150),
+       probes=st.lists(st.integers(-2, 2), min_size=1, max_size=8), data=st.data())
+def test_address_classes_agree_at_every_interval_edge(blocks: list[tuple[int, int, bool]], probes: list[int],
+                                                      data: st.DataObject) -> None:
+    """IPv4 address fields are classified through a first level of buckets over the span of their intervals
+    (_fastpath.addr_class): destinations at, next to and outside the edges of up to 150 prefixes and ranges
+    get the reference's verdict and rule."""
+    rules, edges = [], []
+    for i, (offset, size_bits, as_range) in enumerate(blocks):
+        lo = _NET[offset]
+        if as_range:
+            hi = _NET[min(_NET.num_addresses - 1, offset + (1 << size_bits) - 1)]
+            spec = f"{lo}-{hi}"
+        else:
+            net = ipaddress.ip_network(f"{lo}/{32 - size_bits}", strict=False)
+            lo, hi, spec = net[0], net[-1], str(net)
+        rules.append(rule(f"d{i}", "DROP", 10 + i % 50, [{"dstAddress": [spec]}]))
+        edges += [int(lo), int(hi)]
+    engines = both(rules)
+    assert engines is not None
+    ref, fast = engines
+    for edge in data.draw(st.lists(st.sampled_from(edges), min_size=1, max_size=8)):
+        for delta in probes:
+            dst = ipaddress.IPv4Address(max(0, min(2**32 - 1, edge + delta)))
+            run_all(ref, [fast], frame_bytes(udp(UE1, str(dst))), N6)
 
 
 def test_rule_counters_survive_updates_removal_and_return() -> None:
