@@ -86,7 +86,6 @@ def reason_table():
 
 cdef extern from *:
     """
-    static inline int fp_ctz64(unsigned long long v) { return __builtin_ctzll(v); }
     static inline uint32_t fp_load_acquire(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     static inline void fp_store_release(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
     static inline uint64_t fp_load_be64(const uint8_t *p) {
@@ -111,7 +110,6 @@ cdef extern from *:
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     }
     """
-    int fp_ctz64(unsigned long long v) nogil
     uint32_t fp_load_acquire(const uint32_t* p) nogil
     void fp_store_release(uint32_t* p, uint32_t v) nogil
     uint64_t fp_load_be64(const uint8_t* p) nogil

@@ -152,6 +152,8 @@ class _Grace:
                     after()
             except DataplaneError as exc:
                 error = exc
+            except Exception as exc:  # never leave wait() waiting: the next apply raises it
+                error = DataplaneError(f"after the grace period: {exc!r}")
             with self._cond:
                 self._done = asked
                 self._error = self._error or error
