@@ -6,6 +6,7 @@ query the twin leaves to user space passes unchanged (PASS_DNS_QUERY).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterator
 
 import pytest
@@ -161,3 +162,20 @@ def test_random_queries_match_the_twin(responder: Any, name: str, qtype: str, rd
         frame = Ether(query(bytes(frame[UDP].payload) + trailer))
     data = bytes(frame)
     check_answer(data, engine.process(data, N6), twin)
+
+
+def test_answers_survive_rule_sets_that_keep_the_same_dns_rules(responder: Any) -> None:
+    """Rule sets sharing one tuple of DNS rules write each half's answers once (maps/dns.py skips a half last
+    written from the same table); the answers stay in force across the swaps, and a later change of the
+    DNS rules reaches both halves."""
+    engine, twin = responder
+    data = query(DNS(id=7, rd=1, qd=DNSQR(qname=NAMES[0], qtype="A")))
+    kept = dns_ruleset(RULES)
+    for generation in range(2, 6):
+        engine.apply(dataclasses.replace(kept, generation=generation))  # the very same dns_rules tuple
+        check_answer(data, engine.process(data, N6), twin)
+    moved = dns_ruleset([dns_rule(0, NAMES[0], "198.19.3.3"), *RULES[1:]], generation=6)
+    moved_twin = XdpTwin(AnswerTable(moved.dns_rules).xdp_entries())
+    for generation in (6, 7):  # both halves
+        engine.apply(dataclasses.replace(moved, generation=generation))
+        check_answer(data, engine.process(data, N6), moved_twin)

@@ -78,6 +78,7 @@ class DnsMaps:
         self._cfg = cfg
         self._name_bytes = len(answers.Key().qname)
         self._mirror: list[Optional[dict[bytes, bytes]]] = [{}, {}] if contents_known else [None, None]
+        self._source: list[Optional[AnswerTable]] = [None, None]  # the table each half was last written from
         self._slots = SlotCounters(counters, 1, dns_names, "dataplane.capacity.dns_names")  # 0 is NODATA
 
     # -- configuration ----------------------------------------------------------------
@@ -108,7 +109,11 @@ class DnsMaps:
 
     def write(self, half: int, table: AnswerTable) -> None:
         """Make ``half`` hold exactly the XDP entries of ``table``; CapacityError if the slots run out,
-        MapWriteError if a write fails (the half's contents are then unknown)."""
+        MapWriteError if a write fails (the half's contents are then unknown). Nothing to do when the half
+        was last written from this very table (the XDP engine keeps one per tuple of DNS rules)."""
+        if self._mirror[half] is not None and self._source[half] is table:
+            return
+        self._source[half] = None
         entries = table.xdp_entries(self._name_bytes)
         slots = self._slots.assign([e.rule_id for e in entries if e.rule_id])
         wanted: dict[bytes, Any] = {}
@@ -133,6 +138,7 @@ class DnsMaps:
             self._mirror[half] = None
             raise MapWriteError(f"mep_dns, half {half}: {exc}") from exc
         self._mirror[half] = new
+        self._source[half] = table
 
     def _encode(self, half: int, entry: XdpEntry, slots: dict[int, int]) -> tuple[Any, Any]:
         key = self._answers.Key()
