@@ -500,14 +500,16 @@ def _install_case(report: Report, frame: bytes, existing: int, samples: int, bat
         time.sleep(SETTLE_S)
         path = f"/mec_app_support/v1/applications/{APP}/traffic_rules/target"
         hits = 0  # frames the target rule steered: probes, and the stream's frames read on app1
+        rule_id = 0  # the target's, from the first probe it steers
 
         def probe() -> bool:
             """One explain of the probe frame: steered by the target rule (only it redirects)?"""
-            nonlocal hits
+            nonlocal hits, rule_id
             res: dict[str, Any] = mep.admin.post("/explain", {"frame": frame.hex(), "ingress": 1})
             assert res["engine"] == engine, res
             if res["verdict"] == "REDIRECT":
                 hits += 1
+                rule_id = res["rule_id"]
                 return True
             return False
 
@@ -519,8 +521,6 @@ def _install_case(report: Report, frame: bytes, existing: int, samples: int, bat
         put("ACTIVE")  # once untimed, for the rule's id
         while not probe():
             time.sleep(0.0005)
-        rule_id = mep.admin.post("/explain", {"frame": frame.hex(), "ingress": 1})["rule_id"]
-        hits += 1
         latencies, put_ms = [], []
         with contextlib.nullcontext() if topo is None else FrameStream(topo, frame) as stream:
             for _ in range(samples):

@@ -234,3 +234,33 @@ def test_more_flows_than_cache_ways_still_classify_exactly(xdp_engine) -> None: 
     for order in (frames, frames, frames[::-1]):  # fill, then hits and evictions in both directions
         got = {f: xdp_engine.process(f, N6) for f in order}
         assert [(got[f].verdict, got[f].rule_id) for f in frames] == want
+
+
+def test_the_program_verifies_at_the_largest_capacity_the_config_accepts() -> None:  # type: ignore[no-untyped-def]
+    """The scan is verified once per 64 filters: at the most filters `dataplane.capacity.filters` allows the
+    program must still fit the verifier's budget (a flow-cache key change once pushed it over at 32,768
+    while every smaller test capacity loaded)."""
+    import shutil
+    from pathlib import Path
+
+    from bcc import BPF
+    from pydantic import ValidationError
+
+    from mep.config import Capacity
+    from mep.dataplane.maps.abi import Sizes, cflags
+    from mep.dataplane.xdp import program_text
+
+    largest = 32_768
+    with pytest.raises(ValidationError):
+        Capacity(filters=largest + 1)
+    sizes = Sizes.from_capacity(Capacity(rules=20_000, filters=largest))
+    pin_dir = Path("/sys/fs/bpf") / f"mep-test-largest-{os.getpid()}"
+    pin_dir.mkdir(parents=True)
+    bpf = None
+    try:
+        bpf = BPF(text=program_text().encode(), cflags=cflags(sizes, pin_dir))
+        assert bpf.load_func(b"mep_xdp", BPF.XDP).fd >= 0
+    finally:
+        if bpf is not None:
+            bpf.cleanup()
+        shutil.rmtree(pin_dir, ignore_errors=True)

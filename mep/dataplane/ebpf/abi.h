@@ -157,15 +157,6 @@ struct flow_cache_bucket4 {
 _Static_assert(sizeof(struct flow_cache_key) == 88 && sizeof(struct flow_cache_key4) == 40,
 	       "flow cache keys are whole 8-byte words");
 _Static_assert(sizeof(struct flow_cache_val) == 8, "a flow cache value is one word");
-_Static_assert(__builtin_offsetof(struct flow_cache_key4, generation) == 16 &&
-	       __builtin_offsetof(struct flow_cache_key4, tun_sport) == 24 &&
-	       __builtin_offsetof(struct flow_cache_key4, qfi) == 32,
-	       "classify.h flow_cache_key4() writes the key as these words");
-_Static_assert(__builtin_offsetof(struct flow_cache_key, generation) == 64 &&
-	       __builtin_offsetof(struct flow_cache_key, tun_sport) == 72 &&
-	       __builtin_offsetof(struct flow_cache_key, family) == 78 &&
-	       __builtin_offsetof(struct flow_cache_key, tun_family) == 80,
-	       "classify.h flow_cache_key() writes the key as these words");
 
 /* mep_flows: reverse-flow state of FORWARD_* FLOW rules (docs/semantics.md 6). */
 struct flow_key {

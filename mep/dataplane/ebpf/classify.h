@@ -259,61 +259,54 @@ static __always_inline int classify_tables(__u32 half, const struct set_cfg *cfg
 	return 1;
 }
 
-static __always_inline __u64 addr_word(const union mep_addr *a, int half)
-{
-	return (__u64)a->w[2 * half] | (__u64)a->w[2 * half + 1] << 32;
-}
-
-/* Written as its eleven 64-bit words, each computed in registers (see
- * flow_cache_key4). Little-endian layout of struct flow_cache_key. */
 static __always_inline void flow_cache_key(const struct pkt *p, __u32 generation, struct flow_cache_key *k)
 {
-	const struct ip_info *u = &p->user, *o = &p->outer;
-	__u64 *w = (__u64 *)k;
-	__u64 sport = u->has_ports ? u->sport : 0, dport = u->has_ports ? u->dport : 0;
-	__u64 vlan = p->has_vlan ? (p->vlan_tci & 0x0fff) + 1 : 0, qfi = p->has_qfi ? p->qfi + 1 : 0;
-	__u64 dscp_tc = u->family == 4 ? u->dscp : u->tc, tun_ports = 0, tun_family = 0;
+	const struct ip_info *u = &p->user;
 
-	w[0] = addr_word(&u->src, 0);
-	w[1] = addr_word(&u->src, 1);
-	w[2] = addr_word(&u->dst, 0);
-	w[3] = addr_word(&u->dst, 1);
+	__builtin_memset(k, 0, sizeof(*k));
+
+	k->src = u->src;
+	k->dst = u->dst;
+	k->generation = generation;
+	k->family = u->family;
+	k->proto = u->proto;
+	k->has_ports = u->has_ports;
+	k->sport = u->has_ports ? u->sport : 0;
+	k->dport = u->has_ports ? u->dport : 0;
+	k->dscp_tc = u->family == 4 ? u->dscp : u->tc;
+	k->vlan = p->has_vlan ? (p->vlan_tci & 0x0fff) + 1 : 0;
+	k->qfi = p->has_qfi ? p->qfi + 1 : 0;
 	if (p->tunnel) {
-		w[4] = addr_word(&o->src, 0);
-		w[5] = addr_word(&o->src, 1);
-		w[6] = addr_word(&o->dst, 0);
-		w[7] = addr_word(&o->dst, 1);
-		tun_ports = (__u64)o->sport | (__u64)o->dport << 16;
-		tun_family = o->family;
-	} else {
-		w[4] = w[5] = w[6] = w[7] = 0;
+		k->tun_family = p->outer.family;
+		k->tun_src = p->outer.src;
+		k->tun_dst = p->outer.dst;
+		k->tun_sport = p->outer.sport;
+		k->tun_dport = p->outer.dport;
 	}
-	w[8] = generation | sport << 32 | dport << 48;                                 /* generation, sport, dport */
-	w[9] = tun_ports | vlan << 32 | (__u64)u->family << 48 | (__u64)u->proto << 56; /* + vlan, family, proto */
-	w[10] = tun_family | dscp_tc << 8 | qfi << 16 | (__u64)u->has_ports << 24;     /* + dscp_tc, qfi, has_ports */
 }
 
-/* Written as its five 64-bit words, each computed in registers: stored field
- * by field, every word the hash and the compare then read back waited for the
- * narrow stores under it to retire (no store forwarding). Little-endian
- * layout of struct flow_cache_key4. */
 static __always_inline void flow_cache_key4(const struct pkt *p, __u32 generation, struct flow_cache_key4 *k)
 {
 	const struct ip_info *u = &p->user;
-	__u64 *w = (__u64 *)k;
-	__u64 sport = u->has_ports ? u->sport : 0, dport = u->has_ports ? u->dport : 0;
-	__u64 vlan = p->has_vlan ? (p->vlan_tci & 0x0fff) + 1 : 0, qfi = p->has_qfi ? p->qfi + 1 : 0;
-	__u64 tun = 0, tun_ports = 0;
 
+	__builtin_memset(k, 0, sizeof(*k));
+	k->src = u->src.w[0];
+	k->dst = u->dst.w[0];
+	k->generation = generation;
+	k->proto = u->proto;
+	k->has_ports = u->has_ports;
+	k->sport = u->has_ports ? u->sport : 0;
+	k->dport = u->has_ports ? u->dport : 0;
+	k->dscp = u->dscp;
+	k->vlan = p->has_vlan ? (p->vlan_tci & 0x0fff) + 1 : 0;
+	k->qfi = p->has_qfi ? p->qfi + 1 : 0;
 	if (p->tunnel) {
-		tun = (__u64)p->outer.src.w[0] | (__u64)p->outer.dst.w[0] << 32;
-		tun_ports = (__u64)p->outer.sport | (__u64)p->outer.dport << 16;
+		k->tunnel = 1;
+		k->tun_src = p->outer.src.w[0];
+		k->tun_dst = p->outer.dst.w[0];
+		k->tun_sport = p->outer.sport;
+		k->tun_dport = p->outer.dport;
 	}
-	w[0] = (__u64)u->src.w[0] | (__u64)u->dst.w[0] << 32;                  /* src, dst */
-	w[1] = tun;                                                             /* tun_src, tun_dst */
-	w[2] = generation | sport << 32 | dport << 48;                          /* generation, sport, dport */
-	w[3] = tun_ports | vlan << 32 | (__u64)u->proto << 48 | (__u64)u->dscp << 56;
-	w[4] = qfi | (__u64)u->has_ports << 8 | (__u64)(p->tunnel ? 1 : 0) << 16; /* qfi, has_ports, tunnel */
 }
 
 /* The compact IPv4 cache serves packets that are IPv4 throughout. */
