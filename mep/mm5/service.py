@@ -218,10 +218,13 @@ class Mm5Servicer:
         if app.state not in (AppState.TERMINATING, AppState.TERMINATED):
             app = await store.transition_app(app_id, LifecycleEvent.TERMINATE)
             log.info("app_terminating", app=app_id, state=app.state.value, graceful_timeout_s=app.graceful_timeout_s)
-        if app.state is AppState.TERMINATED:
-            await self._backstop.clear(app_id)  # straight to TERMINATED: this call finishes the sequence
-        elif request.termination_type == pb.FORCEFUL:
+        if app.state is AppState.TERMINATING and request.termination_type == pb.FORCEFUL:
             await self._backstop.finish(app_id, LifecycleEvent.GRACEFUL_TIMEOUT)
+        if store.get_app(app_id).state is AppState.TERMINATED:
+            # Straight to TERMINATED, or finished here or by Mp1's termination sequence (which, with no
+            # subscriber to wait for, races this call and may still be removing): the answer holds none of
+            # the app's rules and services either way (a clear with nothing left is a no-op).
+            await self._backstop.clear(app_id)
         # Return once the data plane no longer enforces the app's rules (it left READY).
         await self._settle_quietly(config_revision(self._daemon, app_id))
         return self._app(app_id)
