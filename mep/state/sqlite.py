@@ -4,9 +4,9 @@ Durability: the database runs in WAL mode, and a write method returns only
 after its transaction is fsynced; committed state survives the process being
 killed (kill -9) and the machine losing power. The fsync is a group commit:
 SQLite runs with ``synchronous=NORMAL`` (COMMIT writes the WAL without
-syncing it), and ``_WalSync`` fsyncs the WAL file once for every
-transaction committed before it started, so writes that queue up on the
-store's write lock share one sync. That is the sync ``synchronous=FULL``
+syncing it), and ``_WalSync`` fsyncs the WAL file, in a thread of its own,
+once for every transaction committed before that sync started, so writes
+that arrive while a sync runs share the next one. That is the sync ``synchronous=FULL``
 would do at each COMMIT (SQLite still syncs the WAL itself before each
 checkpoint and when it starts reusing the file). A write is visible in the
 view and to the data plane from its COMMIT, a moment before its sync; the
@@ -28,16 +28,20 @@ Schema (``PRAGMA user_version`` 1)::
                                               view.encode_record's JSON
 
 Each write method is one ``BEGIN IMMEDIATE`` .. ``COMMIT``: the rows its
-events name, then both meta rows. The blocking sqlite3 calls run inline on
-the event loop (a COMMIT without its sync is a write() to the WAL); ViewStore's
-write lock keeps them from interleaving.
+events name, then both meta rows. The sqlite3 calls run inline on the event
+loop (a COMMIT without its sync is a write() to the WAL, about 20 us);
+ViewStore's write lock keeps them from interleaving. Only the fsync, which
+waits for the disk, runs in the wal-sync thread.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
+import queue
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,19 +76,30 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 
 class _WalSync:
-    """Group commit: one fsync of the WAL file covers every transaction committed before it started.
+    """Group commit in a thread of its own: one fdatasync of the WAL file covers every transaction committed before it started.
 
-    The fsync runs on the event loop's thread: handing it to a worker thread
-    and back cost about 0.2 ms here, more than the sync itself saves the
-    loop. A write first yields once, so that the writes queued on the store's
-    write lock commit too, then syncs for all of them.
+    The event loop never waits for the disk: a writer that needs its commit
+    on disk parks a future and, when no sync is running, hands the count of
+    commits so far to the ``wal-sync`` thread; the thread syncs and hands the
+    count back with ``call_soon_threadsafe``. While a sync runs, the commits
+    made meanwhile wait for the next one, which then covers all of them, and
+    one starts as soon as the running one ends whenever a commit is not yet
+    covered (also when its writer was cancelled meanwhile). On the loop a
+    write costs a future and, per sync, a queue put and one callback; the
+    fdatasync (0.13 ms p50, 0.33 ms p99 on this VM) ran on the loop before.
     """
 
     def __init__(self, fd: int, what: str) -> None:
         self._fd = fd
         self._what = what
         self._committed = 0  # transactions committed so far
-        self._synced = 0  # of them, covered by a finished fsync
+        self._synced = 0  # of them, covered by a finished fdatasync
+        self._syncing = False
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._requests: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="wal-sync", daemon=True)
+        self._thread.start()
         self.failed: StoreUnavailable | None = None
 
     def committed(self) -> None:
@@ -92,32 +107,56 @@ class _WalSync:
 
     async def wait(self) -> None:
         """Return once every transaction committed so far is on disk."""
+        if self.failed is not None:
+            raise self.failed
         target = self._committed
         if self._synced >= target:
             return
-        try:
-            await asyncio.sleep(0)  # the writes waiting for the lock commit now, and share this sync
-        except asyncio.CancelledError:
-            # A writer cancelled here has committed: sync before leaving, or nothing may sync it for a while.
-            if self._synced < target and self.failed is None:
-                self._sync()
-            raise
-        if self.failed is not None:
-            raise self.failed
-        if self._synced < target:
-            self._sync()
+        self._loop = asyncio.get_running_loop()
+        future = self._loop.create_future()
+        self._waiters.append((target, future))
+        self._start()
+        await future
 
-    def _sync(self) -> None:
-        upto = self._committed
-        try:
-            os.fdatasync(self._fd)
-        except OSError as exc:
-            self.failed = StoreUnavailable(f"sqlite {self._what}: fsync failed, the store must be opened again: {exc}",
-                                           field="store.sqlite.path")
-            raise self.failed from exc
+    def _start(self) -> None:
+        if not self._syncing:
+            self._syncing = True
+            self._requests.put(self._committed)
+
+    def _run(self) -> None:
+        """The wal-sync thread: one fdatasync per request, reported back to the loop."""
+        while (upto := self._requests.get()) is not None:
+            error: OSError | None = None
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                error = exc
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._synced_to, upto, error)
+
+    def _synced_to(self, upto: int, error: OSError | None) -> None:
+        self._syncing = False
+        if error is not None:
+            self.failed = StoreUnavailable(
+                f"sqlite {self._what}: fsync failed, the store must be opened again: {error}", field="store.sqlite.path"
+            )
+            while self._waiters:
+                _, future = self._waiters.popleft()
+                if not future.done():
+                    future.set_exception(self.failed)
+            return
         self._synced = upto
+        while self._waiters and self._waiters[0][0] <= upto:
+            _, future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+        if self._committed > upto:
+            self._start()
 
     def close(self) -> None:
+        """Stop the thread once the sync it runs (if any) ends, and close the file."""
+        self._requests.put(None)
+        self._thread.join()
         os.close(self._fd)
 
 

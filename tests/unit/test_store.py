@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -907,25 +908,31 @@ async def test_sqlite_survives_sigkill_of_the_writer(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def synced_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[SqliteStore, list[int]]:
-    """An unopened SqliteStore, and the store revision at each WAL sync it makes (the real fdatasync runs)."""
+def synced_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[SqliteStore, list[int], threading.Event]:
+    """An unopened SqliteStore; for each WAL sync it makes (the real fdatasync runs), the store
+    revision when that sync started: every commit up to it is on disk once the sync ends; and a
+    gate each sync waits at (open: clear it to hold the syncs)."""
     store = SqliteStore(tmp_path / "mep.db")
     syncs: list[int] = []
+    gate = threading.Event()
+    gate.set()
     real = os.fdatasync
 
     def counted(fd: int) -> None:
+        covered = store.revision
+        gate.wait(10)
         real(fd)
-        syncs.append(store.revision)
+        syncs.append(covered)
 
     monkeypatch.setattr(mep.state.sqlite.os, "fdatasync", counted)
-    return store, syncs
+    return store, syncs, gate
 
 
 @pytest.mark.asyncio
 async def test_sqlite_concurrent_writes_share_a_sync_and_each_returns_after_it(
-    tmp_path: Path, synced_sqlite: tuple[SqliteStore, list[int]]
+    tmp_path: Path, synced_sqlite: tuple[SqliteStore, list[int], threading.Event]
 ) -> None:
-    store, syncs = synced_sqlite
+    store, syncs, _ = synced_sqlite
     await store.open()
     try:
         await store.create_app(app())
@@ -954,11 +961,19 @@ async def test_sqlite_concurrent_writes_share_a_sync_and_each_returns_after_it(
         await reopened.close()
 
 
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    assert condition()
+
+
 @pytest.mark.asyncio
 async def test_sqlite_writer_cancelled_after_its_commit_still_syncs_it(
-    synced_sqlite: tuple[SqliteStore, list[int]]
+    synced_sqlite: tuple[SqliteStore, list[int], threading.Event]
 ) -> None:
-    store, syncs = synced_sqlite
+    store, syncs, _ = synced_sqlite
     await store.open()
     try:
         await store.create_app(app())
@@ -969,7 +984,31 @@ async def test_sqlite_writer_cancelled_after_its_commit_still_syncs_it(
         writer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await writer
-        assert syncs == [1, 2]
+        # No other write comes to sync it: the commit of the cancelled writer is synced all the same.
+        await _until(lambda: syncs == [1, 2])
+    finally:
+        await store.close()
+
+
+@pytest.mark.asyncio
+async def test_sqlite_commits_made_during_a_sync_get_the_next_one_even_with_no_writer_left(
+    synced_sqlite: tuple[SqliteStore, list[int], threading.Event]
+) -> None:
+    store, syncs, gate = synced_sqlite
+    await store.open()
+    try:
+        await store.create_app(app())
+        gate.clear()
+        first = asyncio.create_task(store.put_traffic_rule("app1", traffic_rule("r1")))
+        await _until(lambda: store.revision == 2)  # committed; its sync is held in the wal-sync thread
+        second = asyncio.create_task(store.put_traffic_rule("app1", traffic_rule("r2")))
+        await _until(lambda: store.revision == 3)  # committed during that sync, so not covered by it
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        gate.set()
+        assert (await first).revision == 2
+        await _until(lambda: syncs == [1, 2, 3])
     finally:
         await store.close()
 
