@@ -8,9 +8,9 @@ CPU 1 with one thread and C connections, three runs of D seconds per point
 adding the Authorization header and, for PUT, the rule body (the priority
 alternates, so every PUT is a real write: If-Match-free update, fsync,
 validation compile, store event, data-plane recompile). The baseline, in the
-same run and on the same CPU, is a bare aiohttp app: one GET handler
-answering the same JSON bytes as GET services, one PUT handler parsing the
-body and echoing it. Before any timing each target is checked: the request
+same run and on the same CPU, is a bare aiohttp app on the same event loop
+(uvloop): one GET handler answering the same JSON bytes as GET services,
+one PUT handler parsing the body and echoing it. Before any timing each target is checked: the request
 answers 200 with the expected body, and every timed point must report zero
 non-2xx answers and socket errors (wrk's own counters). Besides requests/s
 of wall time, each point reports requests per CPU-second the server process
@@ -79,6 +79,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
+import uvloop
 import yaml
 from aiohttp import web
 
@@ -379,7 +380,7 @@ def baseline(payload: bytes) -> Iterator[tuple[str, int]]:
 
 
 def serve_baseline(port: int, payload_file: str) -> None:
-    """A bare aiohttp JSON app: GET answers the payload, PUT parses the body and echoes it."""
+    """A bare aiohttp JSON app: GET answers the payload, PUT parses the body and echoes it; on uvloop, as `mep run`."""
     payload = Path(payload_file).read_bytes()
 
     async def get(request: web.Request) -> web.Response:
@@ -391,7 +392,7 @@ def serve_baseline(port: int, payload_file: str) -> None:
     app = web.Application()
     app.router.add_get("/services", get)
     app.router.add_put("/rule", put)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop())
 
 
 def wrk(url: str, connections: int, seconds: int, method: str = "GET", token: str = "",
