@@ -10,12 +10,13 @@ alternates, so every PUT is a real write: If-Match-free update, fsync,
 validation compile, store event, data-plane recompile). The baseline, in the
 same run and on the same CPU, is a bare aiohttp app on the same event loop
 (uvloop): one GET handler answering the same JSON bytes as GET services,
-one PUT handler parsing the body and echoing it. Before any timing each target is checked: the request
-answers 200 with the expected body, and every timed point must report zero
-non-2xx answers and socket errors (wrk's own counters). Besides requests/s
-of wall time, each point reports requests per CPU-second the server process
-used (all its threads, /proc/<pid>/stat): what one core of it serves when it
-has the core, which other work on the shared machine does not distort.
+one PUT handler parsing the body and echoing it. Before any timing each
+target is checked: the request answers 200 with the expected body, and
+every timed point must report zero non-2xx answers and socket errors
+(wrk's own counters). Besides requests/s of wall time, each point reports
+requests per CPU-second the server process used (all its threads,
+/proc/<pid>/stat): what one core of it serves when it has the core, which
+other work on the shared machine does not distort.
 "At 1,000 req/s": an open-loop generator (bench/_openloop.py, CPU 1, a pool of
 32 keep-alive connections) plans request i at start + i ms whatever the
 server does, and times each from its planned send to its answer, so a

@@ -6,9 +6,9 @@ killed (kill -9) and the machine losing power. The fsync is a group commit:
 SQLite runs with ``synchronous=NORMAL`` (COMMIT writes the WAL without
 syncing it), and ``_WalSync`` fsyncs the WAL file, in a thread of its own,
 once for every transaction committed before that sync started, so writes
-that arrive while a sync runs share the next one. That is the sync ``synchronous=FULL``
-would do at each COMMIT (SQLite still syncs the WAL itself before each
-checkpoint and when it starts reusing the file). A write is visible in the
+that arrive while a sync runs share the next one. That is the sync
+``synchronous=FULL`` would do at each COMMIT (SQLite still syncs the WAL
+itself before each checkpoint and when it starts reusing the file). A write is visible in the
 view and to the data plane from its COMMIT, a moment before its sync; the
 writer hears of it after. An fsync that fails leaves the store unavailable
 until it is opened again (the page cache can no longer be trusted to reach
