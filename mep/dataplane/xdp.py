@@ -29,6 +29,7 @@ import operator
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any, Optional
@@ -37,7 +38,7 @@ from ..config import Config, PortRole
 from ..errors import AttachError, CapacityError, DataplaneError, LoadError
 from ..log import get_logger
 from .engine import Counters, Engine, Output, Result
-from .maps.abi import ACTION_CODE, ROLE_CODE, ActionCode, Sizes, cflags
+from .maps.abi import ACTION_CODE, PROGS_PIN_PREFIX, ROLE_CODE, ActionCode, Sizes, cflags
 from .maps.classifier import ClassifierMaps, Prepared
 from .maps.counters import CounterMaps
 from .maps.dns import DnsMaps
@@ -64,7 +65,10 @@ _SYS_MEMBARRIER = 324  # x86_64
 _MEMBARRIER_CMD_GLOBAL = 1
 _META_BYTES = 16  # struct mep_meta
 _META_REVERSE = 1
-MEP_PROG_DNS = 0  # ebpf/consts.h: the slot of mep_xdp_dns in mep_progs
+# ebpf/consts.h: the slots of mep_progs
+MEP_PROG_DNS = 0
+MEP_PROG_CLASSIFY = 1
+MEP_PROG_XDP = 2
 
 
 def program_text() -> str:
@@ -222,7 +226,9 @@ class XdpEngine(Engine):
             self._ensure_bpffs()
             adopted = self._pin_dir.exists() and any(self._pin_dir.iterdir())
             self._pin_dir.mkdir(parents=True, exist_ok=True)
-            self._cflags = cflags(self._sizes, self._pin_dir) + list(extra_cflags)
+            load_id = f"{time.time_ns():x}"  # this load's tail-call table is pinned under its own name
+            self._progs_pin = self._pin_dir / (PROGS_PIN_PREFIX + load_id)
+            self._cflags = cflags(self._sizes, self._pin_dir, load_id=load_id) + list(extra_cflags)
             self._bpf = self._load()
             self._classifier = ClassifierMaps(self._bpf, self._sizes, contents_known=not adopted)
             self._rules = RulesetMaps(self._bpf, self._sizes, contents_known=not adopted)
@@ -259,11 +265,15 @@ class XdpEngine(Engine):
         try:
             self._xdp_fn = bpf.load_func(b"mep_xdp", self._BPF.XDP)
             self._dns_fn = bpf.load_func(b"mep_xdp_dns", self._BPF.XDP)
+            self._classify_fn = bpf.load_func(b"mep_xdp_classify", self._BPF.XDP)
             self._tc_fn = bpf.load_func(b"mep_tc_duplicate", self._BPF.SCHED_CLS)
         except Exception as exc:
             raise LoadError(f"the verifier refused the program (log above, cflags {' '.join(self._cflags)}): {exc}")
         # mep_progs (the tail-call table) belongs to the loader: it holds this load's programs.
-        bpf["mep_progs"][ctypes.c_int(MEP_PROG_DNS)] = ctypes.c_int(self._dns_fn.fd)
+        progs = bpf["mep_progs"]
+        for slot, fn in ((MEP_PROG_DNS, self._dns_fn), (MEP_PROG_CLASSIFY, self._classify_fn),
+                         (MEP_PROG_XDP, self._xdp_fn)):
+            progs[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
         return bpf
 
     def _attach_xdp(self, ifname: str, ifindex: int) -> None:
@@ -318,6 +328,10 @@ class XdpEngine(Engine):
             if pc.role in (PortRole.N6, PortRole.DN):
                 links.attach_tc_ingress(entry.ifindex, self._tc_fn.fd, "mep_tc_duplicate")
                 self._tc.append(entry.ifindex)
+        # Every port runs this load's program now: the tables of earlier loads' programs can go.
+        for old in self._pin_dir.glob(PROGS_PIN_PREFIX + "*"):
+            if old != self._progs_pin:
+                old.unlink()
 
     # -- Engine ---------------------------------------------------------------------------
     @property

@@ -113,8 +113,14 @@ def test_xdp_restart_adopts_the_running_program_without_loss(lab: EngineLab) -> 
     receiver = lab.start("dn", "count-udp", ADDR.server, "9300", "2")
     sender = lab.topo.popen("upf", [sys.executable, "-m", "tests.netns.peers", "send-udp", ADDR.ue1, ADDR.server,
                                     "9300", str(count), "3000"], cwd=REPO, stdout=subprocess.PIPE)
+    progs = lab.pin_root / lab.config.instance
+    first = list(progs.glob("mep_progs_*"))
     lab.restart_engine()
     assert lab.engine.generation == generation  # adopted: the running rule set's generation
+    # The old program's tail-call table stayed pinned until the new program replaced it everywhere
+    # (it classified the new flows meanwhile), then went; the new load's table is pinned.
+    (now,) = progs.glob("mep_progs_*")
+    assert len(first) == 1 and now != first[0]
     assert lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", "again")["reply"] == "app1:again"
     lab.apply([STEER_HTTP])
     assert lab.engine.generation == generation + 1

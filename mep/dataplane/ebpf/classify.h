@@ -259,54 +259,61 @@ static __always_inline int classify_tables(__u32 half, const struct set_cfg *cfg
 	return 1;
 }
 
-static __always_inline void flow_cache_key(const struct pkt *p, __u32 generation, struct flow_cache_key *k)
+static __always_inline __u64 addr_word(const union mep_addr *a, int half)
 {
-	const struct ip_info *u = &p->user;
-
-	__builtin_memset(k, 0, sizeof(*k));
-
-	k->src = u->src;
-	k->dst = u->dst;
-	k->generation = generation;
-	k->family = u->family;
-	k->proto = u->proto;
-	k->has_ports = u->has_ports;
-	k->sport = u->has_ports ? u->sport : 0;
-	k->dport = u->has_ports ? u->dport : 0;
-	k->dscp_tc = u->family == 4 ? u->dscp : u->tc;
-	k->vlan = p->has_vlan ? (p->vlan_tci & 0x0fff) + 1 : 0;
-	k->qfi = p->has_qfi ? p->qfi + 1 : 0;
-	if (p->tunnel) {
-		k->tun_family = p->outer.family;
-		k->tun_src = p->outer.src;
-		k->tun_dst = p->outer.dst;
-		k->tun_sport = p->outer.sport;
-		k->tun_dport = p->outer.dport;
-	}
+	return (__u64)a->w[2 * half] | (__u64)a->w[2 * half + 1] << 32;
 }
 
+/* Written as its eleven 64-bit words, each computed in registers (see
+ * flow_cache_key4). Little-endian layout of struct flow_cache_key. */
+static __always_inline void flow_cache_key(const struct pkt *p, __u32 generation, struct flow_cache_key *k)
+{
+	const struct ip_info *u = &p->user, *o = &p->outer;
+	__u64 *w = (__u64 *)k;
+	__u64 sport = u->has_ports ? u->sport : 0, dport = u->has_ports ? u->dport : 0;
+	__u64 vlan = p->has_vlan ? (p->vlan_tci & 0x0fff) + 1 : 0, qfi = p->has_qfi ? p->qfi + 1 : 0;
+	__u64 dscp_tc = u->family == 4 ? u->dscp : u->tc, tun_ports = 0, tun_family = 0;
+
+	w[0] = addr_word(&u->src, 0);
+	w[1] = addr_word(&u->src, 1);
+	w[2] = addr_word(&u->dst, 0);
+	w[3] = addr_word(&u->dst, 1);
+	if (p->tunnel) {
+		w[4] = addr_word(&o->src, 0);
+		w[5] = addr_word(&o->src, 1);
+		w[6] = addr_word(&o->dst, 0);
+		w[7] = addr_word(&o->dst, 1);
+		tun_ports = (__u64)o->sport | (__u64)o->dport << 16;
+		tun_family = o->family;
+	} else {
+		w[4] = w[5] = w[6] = w[7] = 0;
+	}
+	w[8] = generation | sport << 32 | dport << 48;                                 /* generation, sport, dport */
+	w[9] = tun_ports | vlan << 32 | (__u64)u->family << 48 | (__u64)u->proto << 56; /* + vlan, family, proto */
+	w[10] = tun_family | dscp_tc << 8 | qfi << 16 | (__u64)u->has_ports << 24;     /* + dscp_tc, qfi, has_ports */
+}
+
+/* Written as its five 64-bit words, each computed in registers: stored field
+ * by field, every word the hash and the compare then read back waited for the
+ * narrow stores under it to retire (no store forwarding). Little-endian
+ * layout of struct flow_cache_key4. */
 static __always_inline void flow_cache_key4(const struct pkt *p, __u32 generation, struct flow_cache_key4 *k)
 {
 	const struct ip_info *u = &p->user;
+	__u64 *w = (__u64 *)k;
+	__u64 sport = u->has_ports ? u->sport : 0, dport = u->has_ports ? u->dport : 0;
+	__u64 vlan = p->has_vlan ? (p->vlan_tci & 0x0fff) + 1 : 0, qfi = p->has_qfi ? p->qfi + 1 : 0;
+	__u64 tun = 0, tun_ports = 0;
 
-	__builtin_memset(k, 0, sizeof(*k));
-	k->src = u->src.w[0];
-	k->dst = u->dst.w[0];
-	k->generation = generation;
-	k->proto = u->proto;
-	k->has_ports = u->has_ports;
-	k->sport = u->has_ports ? u->sport : 0;
-	k->dport = u->has_ports ? u->dport : 0;
-	k->dscp = u->dscp;
-	k->vlan = p->has_vlan ? (p->vlan_tci & 0x0fff) + 1 : 0;
-	k->qfi = p->has_qfi ? p->qfi + 1 : 0;
 	if (p->tunnel) {
-		k->tunnel = 1;
-		k->tun_src = p->outer.src.w[0];
-		k->tun_dst = p->outer.dst.w[0];
-		k->tun_sport = p->outer.sport;
-		k->tun_dport = p->outer.dport;
+		tun = (__u64)p->outer.src.w[0] | (__u64)p->outer.dst.w[0] << 32;
+		tun_ports = (__u64)p->outer.sport | (__u64)p->outer.dport << 16;
 	}
+	w[0] = (__u64)u->src.w[0] | (__u64)u->dst.w[0] << 32;                  /* src, dst */
+	w[1] = tun;                                                             /* tun_src, tun_dst */
+	w[2] = generation | sport << 32 | dport << 48;                          /* generation, sport, dport */
+	w[3] = tun_ports | vlan << 32 | (__u64)u->proto << 48 | (__u64)u->dscp << 56;
+	w[4] = qfi | (__u64)u->has_ports << 8 | (__u64)(p->tunnel ? 1 : 0) << 16; /* qfi, has_ports, tunnel */
 }
 
 /* The compact IPv4 cache serves packets that are IPv4 throughout. */
@@ -391,36 +398,34 @@ static __always_inline struct flow_cache_val *cache_lookup(const struct pkt *p, 
 	return set ? cache_find(set, (__u64 *)&cw->set, MEP_KEY_WORDS) : 0;
 }
 
-/* classify_tables() behind the flow cache (the compact IPv4 one when the
- * packet is IPv4 throughout); cw and fv are working memory. */
-static __always_inline int classify(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
-				    struct flow_cache_work *cw, struct field_values *fv, struct cls_result *res)
+/* The generation a flow cache key carries; in the every-packet-a-new-flow
+ * benchmark build, salted by a per-CPU counter bumped for every packet. */
+static __always_inline __u32 cache_generation(const struct set_cfg *cfg)
 {
-	struct flow_cache_val val = {}, *hit;
-	int found;
-
 #ifdef MEP_BENCH_NEW_FLOWS
-	/* benchmark only: every packet a new flow (maps.h mep_bench_salt) */
-	__u32 generation = cfg->generation, zero = 0, *salt = mep_bench_salt.lookup(&zero);
+	__u32 zero = 0, *salt = mep_bench_salt.lookup(&zero);
 
 	if (salt)
-		generation ^= (++*salt) << 8;
-#else
-	__u32 generation = cfg->generation;
+		return cfg->generation ^ ((++*salt) << 8);
 #endif
-	hit = cache_lookup(p, generation, cw);
-	if (hit) {
-		res->slot = hit->slot_plus1 - 1;
-		res->reverse = hit->reverse;
-		return hit->slot_plus1 != 0;
+	return cfg->generation;
+}
+
+/* A flow cache miss: classify_tables(), then the set cache_lookup() prepared
+ * in cw is written with the result, which is also left in *out (slot_plus1
+ * 0: no rule matched). */
+static __always_inline void classify_miss(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
+					  struct flow_cache_work *cw, struct field_values *fv,
+					  struct flow_cache_val *out)
+{
+	struct flow_cache_val val = {};
+	struct cls_result res = {};
+
+	if (classify_tables(half, cfg, p, fv, &res)) {
+		val.slot_plus1 = res.slot + 1;
+		val.reverse = res.reverse;
 	}
-	/* one classify_tables() call site: each inlined copy of the scan costs
-	 * the verifier its full cost again */
-	found = classify_tables(half, cfg, p, fv, res);
-	if (found) {
-		val.slot_plus1 = res->slot + 1;
-		val.reverse = res->reverse;
-	}
+	*out = val;
 	/* flow_cache_v4() again rather than a register kept live across the
 	 * scan: that made the verifier walk the scan once per family (661k
 	 * instead of 389k instructions at 16k filters) */
@@ -431,7 +436,6 @@ static __always_inline int classify(__u32 half, const struct set_cfg *cfg, const
 		cw->set.way[0].val = val;
 		mep_flow_cache.update(&cw->idx, &cw->set);
 	}
-	return found;
 }
 
 #endif /* MEP_CLASSIFY_H */

@@ -34,8 +34,12 @@
 #define MEP_GTPU_PORT 2152
 #define MEP_OUTER_TTL 64
 
-/* Slots of mep_progs: programs the entry tail-calls. */
+/* Slots of mep_progs: programs the entry tail-calls, and the entry itself
+ * (mep_xdp_classify hands the packet back to it). */
 #define MEP_PROG_DNS 0
+#define MEP_PROG_CLASSIFY 1
+#define MEP_PROG_XDP 2
+#define MEP_PROGS 3
 
 /* Port roles (mep/config.py PortRole) and the mirror role of the veths that
  * carry DUPLICATE_* copies from TC back into XDP. */

@@ -58,8 +58,13 @@ BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_dns_counters, MEP_
 		 MEP_PIN(mep_dns_counters));
 /* [0]: the responder's address and port (dns.listen); writer: maps/dns.py at load */
 BPF_ARRAY(mep_dns_cfg, struct dns_cfg, 1);
-/* tail-call targets: [MEP_PROG_DNS] = mep_xdp_dns; writer: xdp.py at load */
-BPF_PROG_ARRAY(mep_progs, 1);
+/* tail-call targets: [MEP_PROG_DNS] = mep_xdp_dns, [MEP_PROG_CLASSIFY] =
+ * mep_xdp_classify, [MEP_PROG_XDP] = mep_xdp; writer: xdp.py at load.
+ * Pinned under a name of its own per load (MEP_PIN_PROGS): the kernel
+ * empties a program array once no file or pin refers to it, and the
+ * program still attached after its control plane exited needs its table
+ * until the next load replaces it (which then removes this pin). */
+BPF_TABLE_PINNED("prog", u32, u32, mep_progs, MEP_PROGS, MEP_PIN_PROGS);
 
 #ifdef MEP_BENCH_NEW_FLOWS
 /* benchmark only (bench/xdp_rules.py): a per-CPU counter that salts every flow

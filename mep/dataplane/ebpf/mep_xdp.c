@@ -5,6 +5,12 @@
  * parse -> flow reply -> (app ports stop here) -> classify -> act, and
  * every path leaves through finish() (counters.h), which counts the
  * decision and writes struct mep_meta in front of the frame.
+ * Classification is a flow cache lookup here; on a miss mep_xdp tail-calls
+ * mep_xdp_classify(), which scans the tables, writes the cache entry and the
+ * result into the per-CPU scratch and tail-calls mep_xdp again: that second
+ * pass acts on the result, on the frame the first pass parsed. The scan,
+ * whose verification grows with the filter count (docs/classifier.md), is
+ * thereby verified in a program of its own, apart from everything else.
  * mep_xdp_dns() is the tail-call target for queries to the DNS responder.
  * Compiled together with mep_tc.c by mep.c.
  */
@@ -148,52 +154,71 @@ static __always_inline int process(struct xdp_md *ctx, struct decision *d)
 	struct port_val *in = mep_port_of.lookup(&ifindex);  /* index 0: not a port */
 	struct scratch *s = get_scratch();
 	struct rule_val *rule = 0;
-	struct cls_result res = {};
+	struct flow_cache_val result, *hit;
 	struct flow_val *reply;
 	struct state_val *st;
 	struct set_cfg *cfg;
 	struct pkt *p;
-	int rc;
+	int rc, second_pass;
 
 	st = mep_state.lookup(&zero);
 	if (!s || !st)
 		return drop(d, MEP_DROP_INTERNAL);
+	second_pass = s->cls_pending;
+	s->cls_pending = 0;
 	d->meta = st->meta_all;
 	p = &s->p;
 	if (in && in->role == MEP_ROLE_MIRROR)
 		return make_copy(ctx, in, s, d);
-	rc = parse_frame(data, data_end, p);
-	if (rc)
-		return reason_verdict(rc) == MEP_VERDICT_PASS ? pass(d, rc) : drop(d, rc);
-	half = st->active & 1;
-	cfg = mep_sets.lookup(&half);
-	if (!cfg || !cfg->generation)
-		return pass(d, MEP_PASS_NO_MATCH);  /* no rule set applied yet */
 	if (in && !in->index)
 		in = 0;
-	in_index = in ? in->index : 0;
-	if (in && in->role == MEP_ROLE_N6 && dns_for_us(p))
-		mep_progs.call(ctx, MEP_PROG_DNS);  /* returns only when mep_xdp_dns is not loaded */
-
-	reply = cfg->flow_state ? find_flow_reply(p, half, in_index, &s->flow_key, &rule) : 0;
-	if (reply && rule) {
-		decide_rule(d, rule, 1);
-		if (p->user.len > reply->out_mtu)
-			return drop(d, MEP_DROP_MTU);
-		rc = build_flow_reply(ctx, p, reply, s->csum_buf);
+	if (second_pass) {
+		/* mep_xdp_classify's answer for the frame the first pass parsed into
+		 * s->p, in the half it classified in (also if a swap came between) */
+		half = s->cls_half & 1;
+		cfg = mep_sets.lookup(&half);
+		if (!cfg)
+			return drop(d, MEP_DROP_INTERNAL);
+		result = s->cls_result;
+	} else {
+		rc = parse_frame(data, data_end, p);
 		if (rc)
-			return drop(d, rc);
-		d->reason = MEP_REDIRECT_FLOW_REPLY;
-		return redirect(d, reply->out_port);
+			return reason_verdict(rc) == MEP_VERDICT_PASS ? pass(d, rc) : drop(d, rc);
+		half = st->active & 1;
+		cfg = mep_sets.lookup(&half);
+		if (!cfg || !cfg->generation)
+			return pass(d, MEP_PASS_NO_MATCH);  /* no rule set applied yet */
+		in_index = in ? in->index : 0;
+		if (in && in->role == MEP_ROLE_N6 && dns_for_us(p))
+			mep_progs.call(ctx, MEP_PROG_DNS);  /* returns only when mep_xdp_dns is not loaded */
+
+		reply = cfg->flow_state ? find_flow_reply(p, half, in_index, &s->flow_key, &rule) : 0;
+		if (reply && rule) {
+			decide_rule(d, rule, 1);
+			if (p->user.len > reply->out_mtu)
+				return drop(d, MEP_DROP_MTU);
+			rc = build_flow_reply(ctx, p, reply, s->csum_buf);
+			if (rc)
+				return drop(d, rc);
+			d->reason = MEP_REDIRECT_FLOW_REPLY;
+			return redirect(d, reply->out_port);
+		}
+		if (in && in->role == MEP_ROLE_APP)
+			return pass(d, MEP_PASS_FROM_APP);
+		hit = cache_lookup(p, cache_generation(cfg), &s->cache);
+		if (!hit) {
+			s->cls_half = half;
+			mep_progs.call(ctx, MEP_PROG_CLASSIFY);
+			return drop(d, MEP_DROP_INTERNAL);  /* returns only when mep_xdp_classify is not loaded */
+		}
+		result = *hit;
 	}
-	if (in && in->role == MEP_ROLE_APP)
-		return pass(d, MEP_PASS_FROM_APP);
-	if (!classify(half, cfg, p, &s->cache, &s->fv, &res))
+	if (!result.slot_plus1)
 		return cfg->default_drop ? drop(d, MEP_DROP_NO_MATCH) : pass(d, MEP_PASS_NO_MATCH);
-	rule = rule_at(half, res.slot);
+	rule = rule_at(half, result.slot_plus1 - 1);
 	if (!rule)
 		return drop(d, MEP_DROP_INTERNAL);
-	return act(ctx, s, rule, res.reverse, in, d);
+	return act(ctx, s, rule, result.reverse, in, d);
 }
 
 int mep_xdp(struct xdp_md *ctx)
@@ -203,6 +228,33 @@ int mep_xdp(struct xdp_md *ctx)
 	int action = process(ctx, &d);
 
 	return finish(ctx, &d, bytes, action);
+}
+
+/* A flow cache miss (tail-called by mep_xdp, which parsed the frame and
+ * prepared the cache set in the per-CPU scratch): the tables decide, the
+ * cache learns it, and mep_xdp runs again to act on the hit. */
+int mep_xdp_classify(struct xdp_md *ctx)
+{
+	struct decision d = {};
+	__u64 bytes = ctx->data_end - ctx->data;
+	struct scratch *s = get_scratch();
+	__u32 zero = 0, half;
+	struct state_val *st = mep_state.lookup(&zero);
+	struct set_cfg *cfg;
+
+	d.reason = MEP_DROP_INTERNAL;
+	if (!s || !st)
+		return finish(ctx, &d, bytes, XDP_DROP);
+	d.meta = st->meta_all;
+	half = s->cls_half & 1;
+	cfg = mep_sets.lookup(&half);
+	if (!cfg)
+		return finish(ctx, &d, bytes, XDP_DROP);
+	classify_miss(half, cfg, &s->p, &s->cache, &s->fv, &s->cls_result);
+	s->cls_pending = 1;
+	mep_progs.call(ctx, MEP_PROG_XDP);
+	s->cls_pending = 0;  /* mep_xdp is not in mep_progs */
+	return finish(ctx, &d, bytes, XDP_DROP);
 }
 
 /* Queries to the DNS responder (tail-called by mep_xdp, which parsed the

@@ -18,6 +18,12 @@ struct scratch {
 	__u8 csum_buf[512 + 4];        /* actions.h udp6_csum: MEP_CSUM_CHUNK + 4 */
 	struct dns_key dns_key;        /* dns.h */
 	struct dns_work dns_work;
+	/* a flow cache miss: the half mep_xdp_classify() classified in, its
+	 * result, and whether it has one (read and cleared by the pass it
+	 * tail-calls back) */
+	__u32 cls_half;
+	struct flow_cache_val cls_result;
+	__u8 cls_pending;
 };
 
 /* working memory; writer: the XDP program (never read outside it) */

@@ -108,8 +108,14 @@ def possible_cpus() -> int:
     return count
 
 
-def cflags(sizes: Sizes, pin_dir: Path, *, debug: bool = False) -> list[str]:
-    """The -D and -I flags the program is compiled with; `mep doctor -v` prints them."""
+# + a load's id: the pin of that load's tail-call table (maps.h mep_progs); bpffs refuses dots in names
+PROGS_PIN_PREFIX = "mep_progs_"
+
+
+def cflags(sizes: Sizes, pin_dir: Path, *, load_id: str = "0", debug: bool = False) -> list[str]:
+    """The -D and -I flags the program is compiled with; `mep doctor -v` prints them.
+
+    ``load_id`` names this load's pinned tail-call table (XdpEngine gives each load its own)."""
     defs: dict[str, object] = {
         "MEP_MAX_RULES": sizes.rules,
         "MEP_RULE_COUNTER_SLOTS": slots_for(sizes.rules),  # maps/counters.py: in force + two retiring generations
@@ -124,6 +130,7 @@ def cflags(sizes: Sizes, pin_dir: Path, *, debug: bool = False) -> list[str]:
         "MEP_NFIELDS": len(Field),
         "MEP_NREASONS": max(Reason) + 1,
         "MEP_PIN_DIR": f'"{pin_dir}"',
+        "MEP_PIN_PROGS": f'"{pin_dir / (PROGS_PIN_PREFIX + load_id)}"',
     }
     for f in Field:
         defs[f"MEP_F_{f.name}"] = int(f)
