@@ -1,7 +1,9 @@
-/* classify.h - the bit-vector classifier behind an LRU flow cache.
+/* classify.h - the bit-vector classifier behind a per-CPU flow cache.
  *
- * classify() returns 1 and the winning rule slot (and whether it matched in
- * the reverse direction of a FLOW rule), or 0 when no rule matches. The
+ * cache_lookup() (mep_xdp) answers established flows; on a miss
+ * classify_miss() (mep_xdp_classify, its own program: mep_xdp.c) finds the
+ * winning rule slot (and whether it matched in the reverse direction of a
+ * FLOW rule), or no rule, and writes it to the cache. The
  * tables are built by mep/dataplane/tables.py (whose lookup() is the Python
  * model of this file) and written by maps/classifier.py:
  *   - per field, a class lookup gives a vector index: an LPM trie for the four
@@ -12,7 +14,7 @@
  *     numbered in match order), mep_filter_rule gives its rule slot.
  * Cost: ~13 class lookups, then about 1 ns per 64 filters scanned before
  * the first hit (docs/classifier.md). The flow cache (key: every matchable
- * field + generation) makes established flows one hash lookup.
+ * field + generation) makes established flows one array lookup.
  * Verifier note: bcc 0.26 cannot call bpf_loop (no BPF_PSEUDO_FUNC
  * relocation), so the scan is a bounded loop over MEP_FILTER_WORDS with an
  * early exit at cfg->nwords; the field loop is unrolled so each vector

@@ -68,7 +68,7 @@ BPF_TABLE_PINNED("prog", u32, u32, mep_progs, MEP_PROGS, MEP_PIN_PROGS);
 
 #ifdef MEP_BENCH_NEW_FLOWS
 /* benchmark only (bench/xdp_rules.py): a per-CPU counter that salts every flow
- * cache key, so every packet misses and inserts into a full LRU; writer: the program */
+ * cache key, so every packet misses and writes a set of the flow cache; writer: the program */
 BPF_PERCPU_ARRAY(mep_bench_salt, __u32, 1);
 #endif
 
