@@ -82,9 +82,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                     ["filter", "mix", "rules", "sent", "delivered", "lost", "seconds", "sent_kpps", "delivered_kpps",
                      "cpu_s_per_mpkt"])
     pin_root = Path("/sys/fs/bpf") / f"mep-fpveth-{os.getpid()}"
-    workdir = Path(tempfile.mkdtemp(prefix="mep-fpveth-"))
     notes: list[str] = []
-    with pinned_cpu(args.cpu), Topology() as topo:
+    with pinned_cpu(args.cpu), tempfile.TemporaryDirectory(prefix="mep-fpveth-") as tmp, Topology() as topo:
+        workdir = Path(tmp)
         mep_ns = topo.ns("mep")
         delivered = dn_counter(topo)
         config = Config(instance="fpveth", dataplane=DataplaneConfig(
@@ -163,7 +163,6 @@ def main(argv: Optional[list[str]] = None) -> None:
                     engine.close()
             probe.close()
             shutil.rmtree(pin_root, ignore_errors=True)
-            shutil.rmtree(workdir, ignore_errors=True)
     summarise(report, notes)
     report.write(plot={"x": "filter", "y": "cpu_s_per_mpkt", "series": "series",
                        "title": f"CPU-seconds per million packets sent, {args.rules} rules"},

@@ -188,8 +188,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                     __doc__.split("\n\n")[1].replace("\n", " "),
                     ["filter", "mix", "rules", "sent", "delivered", "seconds", "kpps", "cpu_s_per_mpkt"])
     pin_root = Path("/sys/fs/bpf") / f"mep-nft-{os.getpid()}"
-    workdir = Path(tempfile.mkdtemp(prefix="mep-nft-"))
-    with Topology() as topo:
+    with tempfile.TemporaryDirectory(prefix="mep-nft-") as tmp, Topology() as topo:
+        workdir = Path(tmp)
         delivered = dn_counter(topo)
         config = Config(instance="nft", dataplane=DataplaneConfig(
             ports=MEP_PORTS, pin_root=pin_root,
@@ -237,7 +237,6 @@ def main(argv: Optional[list[str]] = None) -> None:
                 engine.detach(unpin=True)
                 engine.close()
             shutil.rmtree(pin_root, ignore_errors=True)
-            shutil.rmtree(workdir, ignore_errors=True)
     by = {(r["filter"], r["mix"]): r for r in report.rows}
     for mix in mixes:
         for form in ("nftables", "nftables sets"):
