@@ -38,7 +38,7 @@ from ..config import Config, PortRole
 from ..errors import AttachError, CapacityError, DataplaneError, LoadError
 from ..log import get_logger
 from .engine import Counters, Engine, Output, Result
-from .maps.abi import ACTION_CODE, PROGS_PIN_PREFIX, ROLE_CODE, ActionCode, Sizes, cflags
+from .maps.abi import ACTION_CODE, PROGS_PIN_PREFIX, ROLE_CODE, ActionCode, Sizes, cflags, progs_pin
 from .maps.classifier import ClassifierMaps, Prepared
 from .maps.counters import CounterMaps
 from .maps.dns import DnsMaps
@@ -227,7 +227,7 @@ class XdpEngine(Engine):
             adopted = self._pin_dir.exists() and any(self._pin_dir.iterdir())
             self._pin_dir.mkdir(parents=True, exist_ok=True)
             load_id = f"{time.time_ns():x}"  # this load's tail-call table is pinned under its own name
-            self._progs_pin = self._pin_dir / (PROGS_PIN_PREFIX + load_id)
+            self._progs_pin = progs_pin(self._pin_dir, load_id)
             self._cflags = cflags(self._sizes, self._pin_dir, load_id=load_id) + list(extra_cflags)
             self._bpf = self._load()
             self._classifier = ClassifierMaps(self._bpf, self._sizes, contents_known=not adopted)

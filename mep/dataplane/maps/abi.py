@@ -112,6 +112,11 @@ def possible_cpus() -> int:
 PROGS_PIN_PREFIX = "mep_progs_"
 
 
+def progs_pin(pin_dir: Path, load_id: str) -> Path:
+    """Where the load ``load_id`` pins its tail-call table (maps.h mep_progs, MEP_PIN_PROGS)."""
+    return pin_dir / (PROGS_PIN_PREFIX + load_id)
+
+
 def cflags(sizes: Sizes, pin_dir: Path, *, load_id: str = "0", debug: bool = False) -> list[str]:
     """The -D and -I flags the program is compiled with; `mep doctor -v` prints them.
 
@@ -130,7 +135,7 @@ def cflags(sizes: Sizes, pin_dir: Path, *, load_id: str = "0", debug: bool = Fal
         "MEP_NFIELDS": len(Field),
         "MEP_NREASONS": max(Reason) + 1,
         "MEP_PIN_DIR": f'"{pin_dir}"',
-        "MEP_PIN_PROGS": f'"{pin_dir / (PROGS_PIN_PREFIX + load_id)}"',
+        "MEP_PIN_PROGS": f'"{progs_pin(pin_dir, load_id)}"',
     }
     for f in Field:
         defs[f"MEP_F_{f.name}"] = int(f)
