@@ -20,6 +20,7 @@ Every frame ends in ``record``: one reason, one verdict, at most one rule,
 counted in packets and input bytes. ``mep/dataplane/fastpath.py`` is the
 engine around this module; docs/fastpath.md the design.
 """
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.errno cimport errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -902,6 +903,7 @@ cdef int classify_cached(fp_core* c, const fp_tables* t, const parsed_t* p, bint
     return ri
 
 
+@cython.no_gc_clear  # __dealloc__ frees what _blocks lists: the collector must not empty it first
 cdef class RuleTables:
     """A CompiledRuleSet and its classifier tables as C arrays, ready for ``Core.swap``.
 
