@@ -9,7 +9,8 @@ a way to pass a frame on as if the kernel had received it (XDP_PASS):
   port (priority -500, policy drop). AF_PACKET taps run before that hook in
   ``__netif_receive_skb_core``, so the engine still sees every frame, and the
   kernel stack sees none, except those the engine passed back: frames that
-  carry ``MARK``. Those are accepted with the mark cleared and ``pkttype``
+  carry ``MARK`` (the chain's first rule drops every other frame: one
+  comparison for the frames the engine owns). Those are accepted with the mark cleared and ``pkttype``
   set from the destination MAC exactly as ``eth_type_trans`` would (host,
   broadcast, multicast, otherhost), so the stack drops what it would have
   dropped and forwards what it would have forwarded.
@@ -196,18 +197,18 @@ class PortSteering:
 
     def ruleset(self) -> str:
         """The nftables script: (re)create the table with one ingress chain per port, in one transaction."""
-        m = f"meta mark {self.mark:#x}"
         lines = [f"table netdev {self.table} {{ }}", f"delete table netdev {self.table}",
                  f"table netdev {self.table} {{"]
         for port in self.ports:
             lines += [
                 f"  chain ingress_{port.ifindex} {{",
                 f'    type filter hook ingress device "{port.ifname}" priority -500; policy drop;',
-                f"    {m} ether daddr {_mac_text(port.mac)} meta mark set 0 meta pkttype set host accept",
-                f"    {m} ether daddr ff:ff:ff:ff:ff:ff meta mark set 0 meta pkttype set broadcast accept",
-                f"    {m} ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 meta mark set 0 "
+                f"    meta mark != {self.mark:#x} drop",
+                f"    ether daddr {_mac_text(port.mac)} meta mark set 0 meta pkttype set host accept",
+                "    ether daddr ff:ff:ff:ff:ff:ff meta mark set 0 meta pkttype set broadcast accept",
+                "    ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 meta mark set 0 "
                 "meta pkttype set multicast accept",
-                f"    {m} meta mark set 0 meta pkttype set other accept",
+                "    meta mark set 0 meta pkttype set other accept",
                 "  }",
             ]
         lines.append("}")
