@@ -216,6 +216,7 @@ cdef struct fp_core:
 cdef struct fp_send:
     # One output of a batch, waiting for its sendmmsg().
     int fd
+    uint8_t xsk             # fd is the AF_XDP socket of ``port``
     uint8_t port            # whose counters it goes to
     uint8_t stack           # passed to the stack (counted as stack_frames of ``port``)
     uint32_t length
@@ -241,9 +242,35 @@ cdef struct fp_port_stats:
     uint64_t stack_bytes
     uint64_t tx_dropped         # an output the kernel refused (sendmmsg error), or to a port not open
 
+cdef struct fp_xsk_ring:
+    # One AF_XDP ring shared with the kernel: we produce on TX, the kernel on the completion ring.
+    uint32_t* producer
+    uint32_t* consumer
+    void* entries               # struct xdp_desc (TX) or uint64_t frame addresses (completion)
+    uint32_t mask
+    void* map
+    size_t map_bytes
+
+cdef struct fp_xsk:
+    # A send-only AF_XDP socket in copy mode: frames are copied into UMEM chunks, posted on
+    # the TX ring and handed to the driver by the kernel (no per-frame msghdr, no header probe).
+    int fd                      # -1: not open (the port sends with tx_fd)
+    uint8_t* umem
+    size_t umem_bytes
+    fp_xsk_ring tx
+    fp_xsk_ring cq
+    uint32_t tx_prod            # our copy of the TX producer index
+    uint32_t cq_cons            # our copy of the completion consumer index
+    uint64_t* free              # chunk addresses not in flight (a stack)
+    uint32_t nfree
+    int error                   # errno that closed it or kept it from opening
+    int ifindex
+    uint64_t retry_ns           # closed by a send error: reopen at this CLOCK_MONOTONIC time (0: never)
+
 cdef struct fp_io_port:
     uint8_t active
     fp_rx_ring rx
+    fp_xsk xsk                  # outputs redirected out of the port, when AF_XDP opened
     int tx_fd                   # outputs redirected out of the port (qdisc bypassed)
     int stack_fd                # PASS: marked frames the kernel turns around into the port's ingress
     fp_port_stats stats

@@ -12,7 +12,7 @@ Sections, in file order (each states its contract at its top):
 6. the pipeline: ``process_frame`` (reference.ReferenceEngine._process) and
    ``run_batch``, a loop over frames held in one buffer at given offsets;
 7. ``Core``: the state an I/O thread and ``process()`` share, behind one mutex;
-8. I/O: TPACKET_V3 receive rings, batched sends with sendmmsg(), the receive loop;
+8. I/O: TPACKET_V3 receive rings, batched sends (AF_XDP, or sendmmsg()), the receive loop;
 9. helpers for other parts: GTP-U encapsulation and decapsulation, checksums.
 
 Verdict and reason numbers come from ebpf/reasons.h (written once, there).
@@ -1604,19 +1604,28 @@ def touch(const uint8_t[:] buf, const uint32_t[:] offsets, const uint32_t[:] len
 # =====================================================================================
 # 8. I/O. Per data-plane port: a TPACKET_V3 receive ring (ETH_P_ALL, PACKET_RESERVE
 #    leaves room to put back an 802.1Q tag the kernel moved into metadata, a classic
-#    BPF socket filter skips frames this engine sent) and two send-only sockets: one
-#    for frames redirected out of the port (qdisc bypassed), one whose frames carry
-#    ``mark``, for frames passed to the kernel stack: steering.py makes the kernel
-#    turn those around into the port's own ingress. Io.run() is the loop: drain every
-#    receive ring a block at a time, in batches of BATCH frames under the Core lock;
-#    send each batch's outputs with one sendmmsg() per socket, before the block goes
-#    back to the kernel (outputs may point into it); sleep in poll() when nothing is
-#    ready. Sends copy (a TPACKET transmit ring was measured slower: its frames are
-#    user pages the kernel must copy anyway when mirred clones them, page by page).
-#    A send socket whose buffer is full blocks the loop (backpressure: the receive
-#    ring absorbs it or the kernel counts rx_dropped). Only the I/O thread touches
-#    the sockets after open_port(); stats are read without a lock (aligned 64-bit
-#    words, monitoring only).
+#    BPF socket filter skips frames this engine sent) and three send-only sockets:
+#    an AF_XDP socket in copy mode for frames redirected out of the port (no XDP
+#    program needed to send: the kernel builds one skb per descriptor and hands it
+#    to the driver, qdisc bypassed), an AF_PACKET socket that takes its place where
+#    AF_XDP cannot open (older kernel, queue taken, no locked memory) or for a frame
+#    larger than a UMEM chunk, and an AF_PACKET socket whose frames carry ``mark``,
+#    for frames passed to the kernel stack: steering.py makes the kernel turn those
+#    around into the port's own ingress (it needs the egress tc hook AF_XDP skips).
+#    Io.run() is the loop: drain every receive ring a block at a time, in batches of
+#    BATCH frames under the Core lock; send each batch's outputs, one socket at a
+#    time, before the block goes back to the kernel (outputs may point into it);
+#    sleep in poll() when nothing is ready. Sends copy: into UMEM chunks (AF_XDP) or
+#    by sendmmsg(). AF_XDP was measured cheaper per frame than sendmmsg (no msghdr
+#    and iovec copies, no flow-dissector probe of each frame: docs/fastpath.md); a
+#    TPACKET transmit ring was measured slower (its frames are user pages the kernel
+#    must copy anyway when mirred clones them, page by page). A send socket whose
+#    buffer is full holds the loop (backpressure: the receive ring absorbs it or the
+#    kernel counts rx_dropped). An AF_XDP send error other than a full buffer (the
+#    port went down) closes that socket; the port sends with AF_PACKET and the
+#    socket is reopened at most once a second. Only the I/O thread touches the
+#    sockets after open_port(); stats are read without a lock (aligned 64-bit words,
+#    monitoring only).
 # =====================================================================================
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -1734,8 +1743,59 @@ cdef extern from "<sys/mman.h>" nogil:
         PROT_READ
         PROT_WRITE
         MAP_SHARED
+        MAP_PRIVATE
+        MAP_ANONYMOUS
         MAP_POPULATE
     void* MAP_FAILED
+
+cdef extern from "<linux/if_xdp.h>" nogil:
+    """
+    #ifndef AF_XDP
+    #define AF_XDP 44
+    #endif
+    #ifndef SOL_XDP
+    #define SOL_XDP 283
+    #endif
+    static inline int fp_bind_xdp(int fd, const struct sockaddr_xdp *a) {
+        return bind(fd, (const struct sockaddr *)a, sizeof(*a));
+    }
+    static inline int fp_kick(int fd) { return (int)sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0); }
+    """
+    struct sockaddr_xdp:
+        uint16_t sxdp_family
+        uint16_t sxdp_flags
+        uint32_t sxdp_ifindex
+        uint32_t sxdp_queue_id
+    struct xdp_umem_reg:
+        uint64_t addr
+        uint64_t len
+        uint32_t chunk_size
+        uint32_t headroom
+    struct xdp_ring_offset:
+        uint64_t producer
+        uint64_t consumer
+        uint64_t desc
+    struct xdp_mmap_offsets:
+        xdp_ring_offset tx
+        xdp_ring_offset fr
+        xdp_ring_offset cr
+    struct xdp_desc:
+        uint64_t addr
+        uint32_t len
+        uint32_t options
+    int fp_bind_xdp(int fd, const sockaddr_xdp* a)
+    int fp_kick(int fd)
+    enum:
+        AF_XDP
+        SOL_XDP
+        XDP_COPY
+        XDP_UMEM_REG
+        XDP_UMEM_FILL_RING
+        XDP_UMEM_COMPLETION_RING
+        XDP_TX_RING
+        XDP_MMAP_OFFSETS
+    unsigned long long XDP_PGOFF_TX_RING
+    unsigned long long XDP_UMEM_PGOFF_COMPLETION_RING
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -1750,6 +1810,11 @@ cdef extern from "<poll.h>" nogil:
 cdef extern from "<errno.h>" nogil:
     enum:
         EINTR
+        EAGAIN
+        EBUSY
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
 
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
@@ -1765,6 +1830,10 @@ cdef enum:
     RX_RESERVE = 4                  # headroom to put an 802.1Q tag back in front of the EtherType
     RX_BLOCK_TOV_MS = 1             # a partly filled receive block is handed over after this (rounded up to a jiffy)
     TX_SNDBUF_BYTES = 4 << 20       # frames a send socket may have in flight before sendmmsg() waits
+    XSK_CHUNK = 2048                # bytes of a UMEM chunk: the largest frame sent through AF_XDP
+    XSK_CHUNKS = 1024               # chunks (and TX / completion ring entries) per port: 2 MiB of UMEM
+    XSK_FILL = 64                   # fill ring entries (the bind needs one; this socket receives nothing)
+    XSK_RETRY_NS = 1000000000       # after a send error, reopen the AF_XDP socket at most this often
 
 
 cdef inline void cbpf(sock_filter* insn, uint16_t code, uint8_t jt, uint8_t jf, uint32_t k) noexcept nogil:
@@ -1846,6 +1915,190 @@ cdef int open_tx(int* fd, int ifindex, uint32_t mark) noexcept nogil:
     return 0
 
 
+cdef int map_xsk_ring(fp_xsk_ring* r, int fd, const xdp_ring_offset* off, size_t entry_bytes,
+                      unsigned long long pgoff) noexcept nogil:
+    r.map_bytes = off.desc + XSK_CHUNKS * entry_bytes
+    r.map = mmap(NULL, r.map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, <long>pgoff)
+    if r.map == MAP_FAILED:
+        r.map = NULL
+        return -errno
+    r.producer = <uint32_t*>(<uint8_t*>r.map + off.producer)
+    r.consumer = <uint32_t*>(<uint8_t*>r.map + off.consumer)
+    r.entries = <uint8_t*>r.map + off.desc
+    r.mask = XSK_CHUNKS - 1
+    return 0
+
+
+cdef int open_xsk(fp_xsk* x, int ifindex) noexcept nogil:
+    """A send-only AF_XDP socket (copy mode, queue 0) on ``ifindex`` with its UMEM; 0 or -errno."""
+    cdef xdp_umem_reg reg
+    cdef xdp_mmap_offsets off
+    cdef sockaddr_xdp sxdp
+    cdef unsigned int n = sizeof(off)
+    cdef int size = XSK_CHUNKS, fill = XSK_FILL, sndbuf = TX_SNDBUF_BYTES, rc
+    cdef uint32_t i
+    x.ifindex = ifindex
+    x.fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0)
+    if x.fd < 0:
+        return -errno
+    x.umem_bytes = <size_t>XSK_CHUNKS * XSK_CHUNK
+    x.umem = <uint8_t*>mmap(NULL, x.umem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                            -1, 0)
+    if <void*>x.umem == MAP_FAILED:
+        x.umem = NULL
+        return -errno
+    x.free = <uint64_t*>malloc(sizeof(uint64_t) * XSK_CHUNKS)
+    if x.free == NULL:
+        return -12  # ENOMEM
+    for i in range(<uint32_t>XSK_CHUNKS):
+        x.free[i] = <uint64_t>i * XSK_CHUNK
+    x.nfree = XSK_CHUNKS
+    memset(&reg, 0, sizeof(reg))
+    reg.addr = <uint64_t>x.umem
+    reg.len = x.umem_bytes
+    reg.chunk_size = XSK_CHUNK
+    memset(&off, 0, sizeof(off))
+    if (setsockopt(x.fd, SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) < 0
+            or setsockopt(x.fd, SOL_XDP, XDP_UMEM_FILL_RING, &fill, sizeof(fill)) < 0
+            or setsockopt(x.fd, SOL_XDP, XDP_UMEM_COMPLETION_RING, &size, sizeof(size)) < 0
+            or setsockopt(x.fd, SOL_XDP, XDP_TX_RING, &size, sizeof(size)) < 0
+            or getsockopt(x.fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &n) < 0):
+        return -errno
+    if setsockopt(x.fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) < 0:
+        setsockopt(x.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf))
+    rc = map_xsk_ring(&x.tx, x.fd, &off.tx, sizeof(xdp_desc), XDP_PGOFF_TX_RING)
+    if rc == 0:
+        rc = map_xsk_ring(&x.cq, x.fd, &off.cr, sizeof(uint64_t), XDP_UMEM_PGOFF_COMPLETION_RING)
+    if rc < 0:
+        return rc
+    memset(&sxdp, 0, sizeof(sxdp))
+    sxdp.sxdp_family = AF_XDP
+    sxdp.sxdp_flags = XDP_COPY
+    sxdp.sxdp_ifindex = ifindex
+    sxdp.sxdp_queue_id = 0
+    if fp_bind_xdp(x.fd, &sxdp) < 0:
+        return -errno
+    x.tx_prod = fp_load_acquire(x.tx.producer)
+    x.cq_cons = fp_load_acquire(x.cq.consumer)
+    return 0
+
+
+cdef void close_xsk(fp_xsk* x) noexcept nogil:
+    if x.fd >= 0:
+        close(x.fd)
+        x.fd = -1
+    if x.tx.map != NULL:
+        munmap(x.tx.map, x.tx.map_bytes)
+        x.tx.map = NULL
+    if x.cq.map != NULL:
+        munmap(x.cq.map, x.cq.map_bytes)
+        x.cq.map = NULL
+    if x.umem != NULL:
+        munmap(x.umem, x.umem_bytes)
+        x.umem = NULL
+    free(x.free)
+    x.free = NULL
+    x.nfree = 0
+
+
+cdef inline void xsk_reap(fp_xsk* x) noexcept nogil:
+    """Take back the chunks of every frame the kernel has completed (sent or dropped)."""
+    cdef uint32_t prod = fp_load_acquire(x.cq.producer)
+    cdef const uint64_t* addrs = <const uint64_t*>x.cq.entries
+    if prod == x.cq_cons:
+        return
+    while x.cq_cons != prod:
+        x.free[x.nfree] = addrs[x.cq_cons & x.cq.mask]
+        x.nfree += 1
+        x.cq_cons += 1
+    fp_store_release(x.cq.consumer, x.cq_cons)
+
+
+cdef int xsk_flush(fp_xsk* x) noexcept nogil:
+    """Publish the posted descriptors and kick until the kernel consumed them all; returns frames it dropped.
+
+    The kernel sends a bounded number of frames per call, or stops when the
+    socket's send buffer is full (EAGAIN: call again), and answers EBUSY for
+    a frame the driver dropped (consumed). Any other error (the port went
+    down or away) leaves the rest unsent: what was not consumed counts as
+    dropped, the socket is closed (its ring may hold stale frames) and the
+    port sends with its AF_PACKET socket until ``xsk_ready`` reopens it.
+    """
+    cdef int dropped = 0, idle = 0
+    cdef uint32_t seen, now
+    fp_store_release(x.tx.producer, x.tx_prod)
+    seen = fp_load_acquire(x.tx.consumer)
+    while seen != x.tx_prod:
+        if fp_kick(x.fd) < 0:
+            if errno == EBUSY:
+                dropped += 1
+            elif errno != EAGAIN:
+                x.error = errno
+                x.retry_ns = fp_now_ns() + XSK_RETRY_NS
+                dropped += <int>(x.tx_prod - fp_load_acquire(x.tx.consumer))
+                close_xsk(x)
+                return dropped
+        xsk_reap(x)
+        now = fp_load_acquire(x.tx.consumer)
+        if now == seen:
+            idle += 1
+            if idle > 16:
+                sched_yield()  # the kernel is out of socket buffer: let the receiver run
+        else:
+            idle = 0
+        seen = now
+    return dropped
+
+
+cdef bint xsk_ready(fp_xsk* x) noexcept nogil:
+    """Whether outputs to this port go through AF_XDP; a socket closed by an error is reopened once a second."""
+    cdef int rc
+    if x.fd >= 0:
+        return True
+    if x.retry_ns == 0 or fp_now_ns() < x.retry_ns:
+        return False  # never opened (no AF_XDP on this host), or failed less than a second ago
+    rc = open_xsk(x, x.ifindex)
+    if rc == 0:
+        x.retry_ns = 0
+        x.error = 0
+        return True
+    close_xsk(x)
+    x.error = -rc
+    x.retry_ns = fp_now_ns() + XSK_RETRY_NS
+    return False
+
+
+cdef int xsk_send_group(fp_xsk* x, const fp_send* sends, int n, int first, uint8_t* done) noexcept nogil:
+    """Send every not yet sent output of sends[first]'s AF_XDP socket; returns how many were dropped."""
+    cdef int fd = sends[first].fd, i, dropped = 0
+    cdef xdp_desc* d
+    cdef uint64_t addr
+    for i in range(first, n):
+        if done[i] or sends[i].fd != fd:
+            continue
+        done[i] = 1
+        if x.fd >= 0 and x.nfree == 0:  # every chunk in flight: post what is ready, wait for completions
+            dropped += xsk_flush(x)
+            while x.fd >= 0 and x.nfree == 0:
+                xsk_reap(x)
+                if x.nfree == 0:
+                    sched_yield()
+        if x.fd < 0:  # closed by a send error in this group
+            dropped += 1
+            continue
+        x.nfree -= 1
+        addr = x.free[x.nfree]
+        memcpy(x.umem + addr, sends[i].data, sends[i].length)
+        d = &(<xdp_desc*>x.tx.entries)[x.tx_prod & x.tx.mask]
+        d.addr = addr
+        d.len = sends[i].length
+        d.options = 0
+        x.tx_prod += 1
+    if x.fd >= 0:
+        dropped += xsk_flush(x)
+    return dropped
+
+
 cdef void close_rx(fp_rx_ring* rx) noexcept nogil:
     if rx.map != NULL:
         munmap(rx.map, rx.map_bytes)
@@ -1904,6 +2157,7 @@ cdef class Io:
         for i in range(MAX_PORT + 1):
             self.ports[i].rx.fd = -1
             self.ports[i].tx_fd = -1
+            self.ports[i].xsk.fd = -1
             self.ports[i].stack_fd = -1
         self.mark = mark
         self.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
@@ -1917,7 +2171,9 @@ cdef class Io:
         """Open port ``index``'s ring and sockets on interface ``ifindex`` (in the calling thread's namespace).
 
         The receive ring has ``rx_blocks`` blocks of ``rx_block_bytes`` (a power
-        of two pages, larger than any frame). Raises OSError naming what failed.
+        of two pages, larger than any frame). Raises OSError naming what failed;
+        an AF_XDP socket that cannot open is not an error (``stats`` says why).
+        ``run`` must be called in the same namespace (it may reopen that socket).
         """
         cdef fp_io_port* port
         cdef int rc
@@ -1936,10 +2192,15 @@ cdef class Io:
             if rc < 0:
                 self._close_port(port)
                 raise OSError(-rc, f"{what} on ifindex {ifindex}: {os.strerror(-rc)}")
+        rc = open_xsk(&port.xsk, ifindex)
+        if rc < 0:  # no AF_XDP here (kernel, rights, locked-memory limit): the AF_PACKET socket sends
+            close_xsk(&port.xsk)
+            port.xsk.error = -rc
         port.active = 1
 
     cdef void _close_port(self, fp_io_port* port) noexcept:
         close_rx(&port.rx)
+        close_xsk(&port.xsk)
         close_fd(&port.tx_fd)
         close_fd(&port.stack_fd)
         port.active = 0
@@ -1963,7 +2224,10 @@ cdef class Io:
         write(self.wake_fd, &one, 8)
 
     def stats(self, int index) -> dict:
-        """Frame counts of port ``index`` (see fp_port_stats); reads and adds the kernel's ring drops."""
+        """Port ``index``: how redirected frames leave (``transmit``) and its frame counts (see fp_port_stats).
+
+        Reads and adds the kernel's ring drops.
+        """
         cdef fp_io_port* port = &self.ports[index]
         cdef tpacket_stats_v3 st
         cdef unsigned int n = sizeof(st)
@@ -1972,7 +2236,11 @@ cdef class Io:
         if getsockopt(port.rx.fd, SOL_PACKET, PACKET_STATISTICS, &st, &n) == 0:
             port.stats.rx_dropped += st.tp_drops
         s = port.stats
-        return {"rx_frames": s.rx_frames, "rx_bytes": s.rx_bytes, "rx_truncated": s.rx_truncated,
+        if port.xsk.fd >= 0:
+            transmit = "af_xdp"
+        else:
+            transmit = f"af_packet (AF_XDP: {os.strerror(port.xsk.error)})"
+        return {"transmit": transmit, "rx_frames": s.rx_frames, "rx_bytes": s.rx_bytes, "rx_truncated": s.rx_truncated,
                 "rx_dropped": s.rx_dropped, "tx_frames": s.tx_frames, "tx_bytes": s.tx_bytes,
                 "stack_frames": s.stack_frames, "stack_bytes": s.stack_bytes, "tx_dropped": s.tx_dropped}
 
@@ -2082,7 +2350,11 @@ cdef class Io:
                     snd.stack = o.port == 0
                     snd.port = index if o.port == 0 else o.port
                     dest = &self.ports[snd.port]
-                    snd.fd = port.stack_fd if o.port == 0 else (dest.tx_fd if dest.active else -1)
+                    snd.xsk = o.port != 0 and o.length <= XSK_CHUNK and xsk_ready(&dest.xsk)
+                    if snd.xsk:
+                        snd.fd = dest.xsk.fd
+                    else:
+                        snd.fd = port.stack_fd if o.port == 0 else (dest.tx_fd if dest.active else -1)
                     if snd.fd < 0:
                         port.stats.tx_dropped += 1  # a destination port this engine has not opened
                         continue
@@ -2095,7 +2367,11 @@ cdef class Io:
                     n += 1
             memset(sent, 0, n)
             for i in range(n):
-                if not sent[i]:
+                if sent[i]:
+                    continue
+                if sends[i].xsk:
+                    port.stats.tx_dropped += xsk_send_group(&self.ports[sends[i].port].xsk, sends, n, i, sent)
+                else:
                     port.stats.tx_dropped += send_group(sends, n, i, sent, msgs, iov)
             done += k
 

@@ -6,8 +6,10 @@ verdicts, reasons, rule ids and output bytes as the reference engine
 in ``_fastpath``; this module turns rule sets into its tables, owns counter
 slots, and runs the I/O thread.
 
-I/O (docs/fastpath.md): per port a TPACKET_V3 receive ring and two send-only
-AF_PACKET sockets (sendmmsg), one thread serving them in batches. A frame the engine
+I/O (docs/fastpath.md): per port a TPACKET_V3 receive ring, a send-only AF_XDP
+socket in copy mode for frames redirected out of it (an AF_PACKET socket with
+sendmmsg where AF_XDP cannot open) and an AF_PACKET socket for frames passed to
+the stack; one thread, in the ports' namespace, serving them in batches. A frame the engine
 passes (XDP_PASS in the XDP engine) is sent back into the port's own ingress
 through a mark and a tc mirred redirect; an nftables netdev ingress chain
 keeps the kernel stack from acting on anything else (steering.py).
@@ -158,16 +160,38 @@ class FastpathEngine(Engine):
                     steered.append(SteeredPort(pc.ifname, lk.ifindex, lk.mac))
             self._steering = PortSteering(self._config.instance, steered, self._netns)
             self._steering.install()
+            self._thread = self._serve(io)
         except BaseException:
             if self._steering is not None and self._steering.installed:
                 self._steering.remove()
             io.close()
             self._io = None
             raise
-        self._thread = threading.Thread(target=io.run, args=(self._core,), name="mep-fastpath-io", daemon=True)
-        self._thread.start()
         log.info("fastpath_started", ports={pc.name: pc.ifname for pc in dp.ports}, io="tpacket_v3",
                  fallback_from=self._fallback_from)
+
+    def _serve(self, io: native.Io) -> threading.Thread:
+        """Start the I/O thread in the ports' namespace (it reopens AF_XDP sockets there); once it is in it."""
+        entered = threading.Event()
+        failed: list[OSError] = []
+
+        def serve() -> None:
+            try:
+                links.enter_netns(self._netns)
+            except OSError as exc:
+                failed.append(exc)
+                return
+            finally:
+                entered.set()
+            io.run(self._core)
+
+        thread = threading.Thread(target=serve, name="mep-fastpath-io", daemon=True)
+        thread.start()
+        entered.wait()
+        if failed:
+            thread.join()
+            raise AttachError(f"the I/O thread cannot enter network namespace {self._netns}: {failed[0]}")
+        return thread
 
     # -- Engine ---------------------------------------------------------------------------------
     @property
@@ -227,7 +251,7 @@ class FastpathEngine(Engine):
             "rules": len(rs.rules) if rs else 0,
             "flows": self._core.flow_count,
             "flow_capacity": self._core.flow_capacity,
-            "io": "none (process() only)" if self._io is None else "af_packet: tpacket_v3 rx ring, sendmmsg tx",
+            "io": "none (process() only)" if self._io is None else "tpacket_v3 rx rings; tx per port (ports.*.transmit)",
         }
         if self._fallback_from:
             out["fallback_from"] = self._fallback_from

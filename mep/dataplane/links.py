@@ -55,6 +55,12 @@ def in_netns(name: Optional[str]) -> Iterator[None]:
         netns.popns()
 
 
+def enter_netns(name: Optional[str]) -> None:
+    """Move the calling thread into network namespace ``name`` for the rest of its life (None: stay)."""
+    if name is not None:
+        netns.setns(name, flags=0)
+
+
 def link(ifname: str) -> Link:
     """ifindex, MAC and MTU of ``ifname``; DataplaneError naming it when absent."""
     with IPRoute() as ipr:

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from pyroute2 import IPRoute, netns
 from mep.config import Capacity, Config, DataplaneConfig
 from mep.daemon import Daemon
 from mep.dataplane.factory import make_engine
-from mep.dataplane.fastpath import FastpathEngine
-from mep.dataplane.links import in_netns
+from mep.dataplane.fastpath import FastpathEngine, extension
+from mep.dataplane.links import in_netns, link
 from mep.models import TrafficRule
 from mep.state.lifecycle import LifecycleEvent
 from mep.state.records import AppInstance
@@ -82,6 +83,62 @@ def test_xdp_that_cannot_attach_runs_as_fastpath_and_says_so(caplog: pytest.LogC
             engine.close()
         netns.remove(name)
         shutil.rmtree(pin_root, ignore_errors=True)
+
+
+def test_redirected_frames_leave_through_af_xdp_and_a_port_that_went_down_gets_it_back() -> None:
+    """FORWARD outputs go out through the port's AF_XDP socket; a send error closes it, AF_PACKET carries on
+    (counting what it cannot send), and a second later the socket is reopened."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, nftables, AF_PACKET, AF_XDP)")
+    with Topology() as topo:
+        lab = fastpath_lab(topo)
+        try:
+            lab.start_servers()
+            lab.apply([STEER_HTTP])
+            assert lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", "a")["reply"] == "app1:a"
+            ports = lab.engine.describe()["ports"]
+            assert {p["transmit"] for p in ports.values()} == {"af_xdp"}
+            assert ports["app1"]["tx_frames"] > 0 and ports["n6"]["tx_frames"] > 0  # the flow's both ways
+
+            topo.run("mep", ["ip", "link", "set", "app1", "down"], check=True)
+            lost = topo.run("upf", [sys.executable, "-m", "tests.netns.peers", "tcp-ask", ADDR.ue1, ADDR.server,
+                                    "80", "b"], cwd=REPO, capture_output=True, timeout=30)
+            assert lost.returncode != 0
+            ports = lab.engine.describe()["ports"]
+            # "Network is down" from the send, or "No such device" from a reopen tried while still down
+            assert ports["app1"]["transmit"].startswith("af_packet (AF_XDP: ")
+            assert ports["n6"]["tx_dropped"] > 0  # counted on the port the frames came in on
+
+            topo.run("mep", ["ip", "link", "set", "app1", "up"], check=True)
+            time.sleep(1.2)  # the reopen is tried at most once a second
+            assert lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", "c")["reply"] == "app1:c"
+            assert lab.engine.describe()["ports"]["app1"]["transmit"] == "af_xdp"
+        finally:
+            lab.close()
+
+
+def test_a_port_whose_af_xdp_queue_is_taken_sends_with_af_packet() -> None:
+    """Another AF_XDP socket holds queue 0 of app1: the engine says why and sends there with AF_PACKET."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, nftables, AF_PACKET, AF_XDP)")
+    with Topology() as topo:
+        squatter = extension().Io(0)  # opens an AF_XDP socket on queue 0 with its port
+        try:
+            with in_netns(topo.ns("mep")):
+                squatter.open_port(1, link("app1").ifindex, 1 << 16, 2)
+            assert squatter.stats(1)["transmit"] == "af_xdp"
+            lab = fastpath_lab(topo)
+            try:
+                lab.start_servers()
+                lab.apply([STEER_HTTP])
+                assert lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", "x")["reply"] == "app1:x"
+                ports = lab.engine.describe()["ports"]
+                assert ports["app1"]["transmit"] == "af_packet (AF_XDP: Device or resource busy)"
+                assert ports["app1"]["tx_frames"] > 0 and ports["n6"]["transmit"] == "af_xdp"
+            finally:
+                lab.close()
+        finally:
+            squatter.close()
 
 
 def test_the_daemon_with_engine_fastpath_steers_real_packets(tmp_path: Path) -> None:
