@@ -96,11 +96,24 @@ def dn_counter(topo: Topology) -> Callable[[], int]:
     return lambda: sum(received.getvalue(ctypes.c_uint32(0)))
 
 
+def cpu_ticks(cpu: Optional[int] = None) -> tuple[int, int]:
+    """(busy, all) clock ticks so far of CPU ``cpu`` (None: of every CPU), from /proc/stat.
+
+    Busy is user+nice+system+irq+softirq+steal; all adds idle and iowait.
+    """
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == name:
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+            busy = user + nice + system + irq + softirq + steal
+            return busy, busy + idle + iowait
+    raise ValueError(f"no {name} line in /proc/stat")
+
+
 def busy_cpu_seconds() -> float:
-    """Busy time of all CPUs so far (user+nice+system+irq+softirq+steal), in seconds."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    """Busy time of all CPUs so far, in seconds."""
+    return cpu_ticks()[0] / os.sysconf("SC_CLK_TCK")
 
 
 def flow_frames(dport: int, flows: int) -> list[bytes]:
