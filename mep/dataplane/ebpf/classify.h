@@ -388,6 +388,9 @@ static __always_inline struct flow_cache_val *cache_lookup(const struct pkt *p, 
 {
 	const __u64 *set;
 
+#ifdef MEP_BENCH_NO_CACHE
+	return 0;  /* benchmark only (bench/xdp_rules.py): the tables classify every packet */
+#endif
 	if (flow_cache_v4(p)) {
 		flow_cache_key4(p, generation, &cw->set4.way[0].key);
 		cw->idx = cache_set_index((const __u64 *)&cw->set4.way[0].key, MEP_KEY4_WORDS);
@@ -428,6 +431,9 @@ static __always_inline void classify_miss(__u32 half, const struct set_cfg *cfg,
 		val.reverse = res.reverse;
 	}
 	*out = val;
+#ifdef MEP_BENCH_NO_CACHE
+	return;
+#endif
 	/* flow_cache_v4() again rather than a register kept live across the
 	 * scan: that made the verifier walk the scan once per family (661k
 	 * instead of 389k instructions at 16k filters) */
