@@ -81,8 +81,8 @@ cdef struct fp_addr_table:
     uint32_t* lo4
     uint32_t* hi4
     uint32_t* cls4
-    # IPv4 first level: [lo4[0], hi4[n4 - 1]] cut into buckets of 2^shift4 addresses; bucket b's
-    # intervals are [idx4[b], idx4[b + 1]] (lower bounds of the bucket's first addresses)
+    # IPv4 first level (tables.ipv4_index): [lo4[0], hi4[n4 - 1]] cut into buckets of 2^shift4
+    # addresses; bucket b's intervals are [idx4[b], idx4[b + 1]]
     uint32_t shift4
     uint32_t nb4
     uint32_t* idx4

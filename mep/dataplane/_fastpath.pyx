@@ -28,7 +28,6 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 import os
-from bisect import bisect_left
 
 cdef extern from *:
     """
@@ -137,7 +136,6 @@ cdef enum:
     FP_ENCAP_GTPU = 2
     FP_ENCAP_GRE = 3
     CACHE_MIN_WORDS = 3         # smaller rule sets scan about as fast as a cache hit (bench/fastpath_rules.py)
-    ADDR_BUCKET_BITS = 10       # an IPv4 address field's first level: at most 1,024 buckets (4 KiB)
     CLS_PORTS = 1
     CLS_VLAN = 2
     CLS_QFI = 4
@@ -936,7 +934,7 @@ cdef class RuleTables:
     def __init__(self, tables, ruleset, slots) -> None:
         from ..models import TrafficRuleAction as Action
         from .ruleset import TargetKind
-        from .tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, Field, iter_value_classes
+        from .tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, Field, ipv4_index, iter_value_classes
 
         if [int(f) for f in ADDRESS_FIELDS] != list(range(NADDR_FIELDS)) or len(Field) != NFIELDS:
             raise RuntimeError("tables.Field changed: _fastpath expects the four address fields first, 13 in all")
@@ -1032,24 +1030,19 @@ cdef class RuleTables:
             t.summaries[int(f)] = summary
             if f in ADDRESS_FIELDS:
                 a = &t.addr[int(f)]
-                v4 = [iv for iv in table.intervals if iv.family == 4]
+                v4 = ipv4_index(table)
                 v6 = [iv for iv in table.intervals if iv.family == 6]
-                a.n4, a.n6 = len(v4), len(v6)
+                a.n4, a.n6 = len(v4.lo), len(v6)
                 a.lo4 = <uint32_t*>self._alloc(4 * max(1, a.n4))
                 a.hi4 = <uint32_t*>self._alloc(4 * max(1, a.n4))
                 a.cls4 = <uint32_t*>self._alloc(4 * max(1, a.n4))
-                for i4, iv in enumerate(v4):
-                    a.lo4[i4], a.hi4[i4], a.cls4[i4] = iv.lo, iv.hi, iv.cls
-                # the first level: at most 2^ADDR_BUCKET_BITS buckets over the span of the intervals
-                # (v4[len(v4) - 1]: no negative indexes, wraparound is off)
-                span = v4[len(v4) - 1].hi - v4[0].lo if v4 else 0
-                a.shift4 = max(0, span.bit_length() - ADDR_BUCKET_BITS)
-                a.nb4 = (span >> a.shift4) + 1 if v4 else 0
+                for i4 in range(a.n4):
+                    a.lo4[i4], a.hi4[i4], a.cls4[i4] = v4.lo[i4], v4.hi[i4], v4.cls[i4]
+                a.shift4 = v4.shift
+                a.nb4 = len(v4.starts) - 1
                 a.idx4 = <uint32_t*>self._alloc(4 * (a.nb4 + 1))
-                his = [iv.hi for iv in v4]
-                for b in range(a.nb4):
-                    a.idx4[b] = bisect_left(his, v4[0].lo + (b << a.shift4))
-                a.idx4[a.nb4] = a.n4
+                for b in range(a.nb4 + 1):
+                    a.idx4[b] = v4.starts[b]
                 a.lo6 = <uint64_t*>self._alloc(16 * max(1, a.n6))
                 a.hi6 = <uint64_t*>self._alloc(16 * max(1, a.n6))
                 a.cls6 = <uint32_t*>self._alloc(4 * max(1, a.n6))

@@ -25,6 +25,7 @@ values (and vice versa), masked by ``flow_mask``, the filters of FLOW rules.
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable, Iterable, Sequence
@@ -44,6 +45,9 @@ __all__ = [
     "tables_of",
     "enabled_filters",
     "iter_value_classes",
+    "ADDR4_BUCKET_BITS",
+    "Ipv4Index",
+    "ipv4_index",
     "packet_values",
     "class_of",
     "lookup",
@@ -256,6 +260,42 @@ def enabled_filters(tables: ClassifierTables, enforced: Iterable[bool]) -> int:
     per_rule = bytes(enforced)
     per_filter = bytes(map(per_rule.__getitem__, tables.filter_rule))
     return int(per_filter.translate(_BINARY)[::-1], 2) if per_filter else 0
+
+
+# An address field's IPv4 first level: at most 2^ADDR4_BUCKET_BITS buckets over the span of its intervals.
+ADDR4_BUCKET_BITS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Ipv4Index:
+    """An address field's IPv4 intervals (``lo``, ``hi``, ``cls``: sorted, disjoint) and their first level,
+    as both engines search them (docs/classifier.md).
+
+    Bucket b covers ``lo[0] + (b << shift)`` up to the next bucket's start. The
+    interval holding a value of bucket b, if any, is one of ``starts[b]`` ..
+    ``starts[b + 1]`` (the first interval ending at or after the bucket's start,
+    through the first ending at or after the next one's): a binary search over
+    their ends finds the first ending at or after the value, which holds it when
+    it starts at or before it (and is not past the last).
+    """
+
+    lo: list[int]
+    hi: list[int]
+    cls: list[int]
+    shift: int
+    starts: list[int]  # one per bucket, then len(lo)
+
+
+def ipv4_index(table: FieldTable) -> Ipv4Index:
+    """``table``'s IPv4 intervals with their first level (no intervals: no buckets)."""
+    v4 = [iv for iv in table.intervals if iv.family == 4]
+    if not v4:
+        return Ipv4Index([], [], [], 0, [0])
+    span = v4[-1].hi - v4[0].lo
+    shift = max(0, span.bit_length() - ADDR4_BUCKET_BITS)
+    his = [iv.hi for iv in v4]
+    starts = [bisect_left(his, v4[0].lo + (b << shift)) for b in range((span >> shift) + 1)]
+    return Ipv4Index([iv.lo for iv in v4], his, [iv.cls for iv in v4], shift, starts + [len(v4)])
 
 
 def iter_value_classes(table: FieldTable) -> Iterable[tuple[int, int, int]]:

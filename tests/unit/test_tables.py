@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_left
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mep.dataplane.packet import Parsed, parse
 from mep.dataplane.reference import classify
-from mep.dataplane.tables import (FAMILY_BITS, VALUE_DOMAIN, Field, Interval, build_tables, enabled_filters,
-                                  iter_value_classes, lookup, tables_of)
+from mep.dataplane.tables import (ADDR4_BUCKET_BITS, FAMILY_BITS, VALUE_DOMAIN, Field, FieldTable, Interval,
+                                  build_tables, enabled_filters, ipv4_index, iter_value_classes, lookup, tables_of)
 from tests.rulesets import rule, ruleset
 from tests.strategies import frame, rule_list
 
@@ -79,3 +80,26 @@ def test_interval_prefixes_of_whole_spaces_and_single_addresses() -> None:
     assert Interval(6, 0, 2**128 - 1, 1).prefixes() == [(0, 0)]
     assert Interval(4, 5, 5, 1).prefixes() == [(5, 32)]
     assert Interval(4, 1, 6, 1).prefixes() == [(1, 32), (2, 31), (4, 31), (6, 32)]
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=400, unique=True), st.integers(0, 2**32 - 1),
+       st.lists(st.integers(0, 2**32 - 1), max_size=50))
+def test_the_ipv4_first_level_names_the_interval_that_holds_each_address(ends: list[int], seed: int,
+                                                                         probes: list[int]) -> None:
+    """ipv4_index: for any address, the bucket's range of intervals contains the one holding it (both engines
+    search only there); the binary search over their ends, then its start, gives the class a scan gives."""
+    ends.sort()
+    intervals = [Interval(4, lo, hi, 1 + i) for i, (lo, hi) in enumerate(zip(ends[::2], ends[1::2]))]
+    index = ipv4_index(FieldTable(Field.DST, [0] * (len(intervals) + 1), intervals))
+    assert len(index.starts) - 1 <= 1 << ADDR4_BUCKET_BITS
+    edges = [v for iv in intervals for v in (iv.lo - 1, iv.lo, iv.hi, iv.hi + 1)]
+    for v in [*probes, *edges, seed]:
+        want = next((iv.cls for iv in intervals if iv.lo <= v <= iv.hi), 0)
+        got = 0
+        if intervals and index.lo[0] <= v <= index.hi[-1]:
+            b = (v - index.lo[0]) >> index.shift
+            first, last = index.starts[b], index.starts[b + 1]
+            i = bisect_left(index.hi, v, first, last)
+            if i < len(index.lo) and index.lo[i] <= v:
+                got = index.cls[i]
+        assert got == want, v

@@ -27,11 +27,24 @@ struct set_cfg {
 	__u32 nrules;
 	__u32 flow_vector;             /* vector of FLOW rules' filters, MEP_NO_VECTOR if none */
 	__u32 vector_base[MEP_NFIELDS];  /* field f's class c is vector vector_base[f] + c */
+	/* per address field, its IPv4 intervals in mep_addr4 (tables.ipv4_index): how many,
+	 * the first one's start and the last one's end (host order), the first level's shift */
+	__u32 addr4_n[4];
+	__u32 addr4_lo[4];
+	__u32 addr4_hi[4];
+	__u8 addr4_shift[4];
 	__u8 default_drop;             /* no match: DROP instead of PASS */
 	__u8 flow_state;               /* some rule is FORWARD_* FLOW: look replies up in mep_flows */
 	__u8 enabled;                  /* vector MEP_ENABLED_VECTOR holds the filters enabled; 0: all are
 					* (a half written before it existed: vector 0, all ones) */
 	__u8 pad;
+};
+
+/* mep_addr4: one IPv4 interval of an address field, host order (lo..hi inclusive) */
+struct addr4_iv {
+	__u32 lo;
+	__u32 hi;
+	__u32 cls;
 };
 
 /* mep_state[0]: which half is in force. One aligned word: a reader sees the

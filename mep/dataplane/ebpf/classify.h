@@ -102,15 +102,78 @@ static __always_inline __u32 value_base(int field)
 	return 0;
 }
 
+/* Interval i of the address field whose intervals start at `row` in mep_addr4. */
+static __always_inline struct addr4_iv *addr4_at(__u32 row, __u32 i)
+{
+	__u32 key = row + i;
+
+	if (i >= MEP_MAX_ADDR4)
+		return 0;
+	return mep_addr4.lookup(&key);
+}
+
+/* The class of IPv4 address v (host order) in address field `field`: the
+ * first level names the few intervals of v's bucket, a binary search over
+ * their ends (tables.ipv4_index) finds the one that may hold v. Branch-free
+ * steps (the comparison as arithmetic), at most MEP_ADDR4_STEPS of them,
+ * fewer as buckets are small. */
+static __always_inline __u32 addr4_class(__u32 half, const struct set_cfg *cfg, __u32 field, __u32 v)
+{
+	__u32 f = field & 3, row = (half * 4 + f) * MEP_MAX_ADDR4, b, key, first, count, i;
+	__u32 lo = cfg->addr4_lo[f];
+	struct addr4_iv *iv;
+	__u32 *at, *next;
+
+	if (!cfg->addr4_n[f] || v < lo || v > cfg->addr4_hi[f])
+		return 0;
+	b = (v - lo) >> (cfg->addr4_shift[f] & 31);
+	if (b >= MEP_ADDR4_BUCKETS)
+		return 0;
+	key = (half * 4 + f) * (MEP_ADDR4_BUCKETS + 1) + b;
+	at = mep_addr4_first.lookup(&key);
+	key += 1;
+	next = mep_addr4_first.lookup(&key);
+	if (!at || !next || *next < *at)
+		return 0;
+	first = *at;
+	count = *next - first;
+	for (i = 0; i < MEP_ADDR4_STEPS; i++) {
+		__u32 step = count >> 1;
+
+		if (count <= 1)
+			break;
+		iv = addr4_at(row, first + step - 1);
+		if (!iv)
+			return 0;
+		/* that interval ends before v: the answer is past it */
+		first += step * (__u32)(((__u64)iv->hi - v) >> 63);
+		count -= step;
+	}
+	if (count) {
+		iv = addr4_at(row, first);
+		if (!iv)
+			return 0;
+		first += (__u32)(((__u64)iv->hi - v) >> 63);
+	}
+	if (first >= cfg->addr4_n[f])
+		return 0;
+	iv = addr4_at(row, first);
+	return iv && iv->lo <= v ? iv->cls : 0;
+}
+
 /* The class of an address field; class 0 (the field's open filters) when
- * absent or no prefix matches. */
-static __always_inline __u32 addr_class(__u32 half, __u32 field, struct field_values *fv)
+ * absent or nothing matches. IPv4 through addr4_class(), IPv6 through the
+ * LPM trie. */
+static __always_inline __u32 addr_class(__u32 half, const struct set_cfg *cfg, __u32 field,
+					struct field_values *fv)
 {
 	struct addr_class_key *key = &fv->class_key;
 	__u32 *cls;
 
 	if (!fv->addr_family[field])
 		return 0;
+	if (fv->addr_family[field] == 4)
+		return addr4_class(half, cfg, field, bpf_ntohl(fv->addr[field].w[0]));
 	key->family = fv->addr_family[field];
 	key->prefixlen = 24 + (key->family == 4 ? 32 : 128);
 	key->half = half;
@@ -162,7 +225,7 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 		__u32 cls = 0;
 
 		if (used & (1u << f))
-			cls = f < 4 ? addr_class(half, f, fv) : value_class(half, f, fv->value[f]);
+			cls = f < 4 ? addr_class(half, cfg, f, fv) : value_class(half, f, fv->value[f]);
 		v[f] = vector_at(half, cfg->vector_base[f] + cls);
 		if (!v[f])
 			return 0;

@@ -11,7 +11,8 @@
 
 #if !defined(MEP_MAX_RULES) || !defined(MEP_MAX_FILTERS) || !defined(MEP_MAX_VECTORS) || \
     !defined(MEP_FLOW_CAPACITY) || !defined(MEP_FLOW_CACHE_BUCKETS) || !defined(MEP_MAX_PORTS) || !defined(MEP_VALUE_SPACE) || \
-    !defined(MEP_MAX_IFINDEX)
+    !defined(MEP_MAX_IFINDEX) || !defined(MEP_MAX_ADDR4) || !defined(MEP_ADDR4_BUCKETS) || \
+    !defined(MEP_ADDR4_STEPS)
 #error "capacities come from xdp.py as -D flags (mep/dataplane/xdp.py: cflags())"
 #endif
 

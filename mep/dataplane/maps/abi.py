@@ -21,7 +21,7 @@ from ...config import Capacity, PortRole
 from ...models import TrafficRuleAction
 from ..reasons import Reason
 from ..ruleset import TargetKind
-from ..tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, Field
+from ..tables import ADDR4_BUCKET_BITS, ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, Field
 from .counters import slots_for
 
 __all__ = ["ActionCode", "ACTION_CODE", "ROLE_CODE", "ROLE_MIRROR", "MAX_IFINDEX", "Sizes", "VALUE_BASE",
@@ -67,7 +67,8 @@ class Sizes:
     rules: int
     filters: int
     vectors: int  # classes of all fields together, per half
-    prefixes: int  # LPM entries, both halves
+    prefixes: int  # LPM entries (IPv6 addresses), both halves
+    addr4: int  # IPv4 intervals of one address field in one half (mep_addr4)
     flows: int
     flow_cache_sets: int  # per CPU, a power of two; two flows a set
     dns_names: int = 64
@@ -83,6 +84,8 @@ class Sizes:
             filters=capacity.filters,
             vectors=capacity.filters + capacity.filters // 2 + 1024,
             prefixes=2 * (4 * capacity.filters + 1024),
+            # two interval ends a filter address, and a margin
+            addr4=2 * capacity.filters + 1024,
             flows=capacity.flows,
             # The flow cache is per CPU: the configured flows spread over the
             # possible CPUs, two a set, rounded down to a power of two.
@@ -127,6 +130,9 @@ def cflags(sizes: Sizes, pin_dir: Path, *, load_id: str = "0", debug: bool = Fal
         "MEP_MAX_FILTERS": sizes.filters,
         "MEP_MAX_VECTORS": sizes.vectors,
         "MEP_MAX_PREFIXES": sizes.prefixes,
+        "MEP_MAX_ADDR4": sizes.addr4,
+        "MEP_ADDR4_BUCKETS": 1 << ADDR4_BUCKET_BITS,
+        "MEP_ADDR4_STEPS": sizes.addr4.bit_length(),  # a binary search over at most addr4 intervals
         "MEP_FLOW_CAPACITY": sizes.flows,
         "MEP_FLOW_CACHE_BUCKETS": sizes.flow_cache_sets,
         "MEP_MAX_PORTS": sizes.ports,

@@ -1,4 +1,5 @@
-"""Owner of the classifier maps: mep_addr_class, mep_value_class, mep_vectors, mep_filter_rule.
+"""Owner of the classifier maps: mep_addr4, mep_addr4_first, mep_addr_class, mep_value_class, mep_vectors,
+mep_filter_rule.
 
 ``ClassifierMaps.write(half, tables)`` makes one half of the double buffer
 hold ``tables`` (mep/dataplane/tables.py), writing only what differs from
@@ -12,16 +13,23 @@ then the FLOW filters' mask (enforced ones only) when there are FLOW rules,
 then each used field's classes in field order. ``Layout`` records it for
 mep_sets (maps/ruleset.py). The classes depend on the filters only, so a
 change of which rules are enforced writes vectors 1 and the FLOW mask.
+
+Address classes: IPv4 as each address field's sorted intervals with their
+first level (tables.ipv4_index) in mep_addr4 / mep_addr4_first, the counts
+and bounds in ``Layout.addr4`` (mep_sets); IPv6 as prefixes in the LPM trie
+mep_addr_class.
 """
 from __future__ import annotations
 
 import ctypes as ct
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ...errors import CapacityError, MapWriteError, RuleProblem
-from ..tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, ClassifierTables, Field
+from ..tables import (ADDR4_BUCKET_BITS, ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, ClassifierTables, Field,
+                      Ipv4Index, ipv4_index)
 from .abi import VALUE_BASE, VALUE_SPACE, Sizes, update_batch
 
 __all__ = ["Layout", "ClassifierMaps", "Prepared", "NO_VECTOR"]
@@ -29,9 +37,12 @@ __all__ = ["Layout", "ClassifierMaps", "Prepared", "NO_VECTOR"]
 NO_VECTOR = 0xFFFF_FFFF
 ALL_ONES = 0
 ENABLED = 1  # consts.h MEP_ENABLED_VECTOR
+ADDR4_BUCKETS = 1 << ADDR4_BUCKET_BITS  # MEP_ADDR4_BUCKETS
 _serials = itertools.count(1)
 
-AddrEntry = tuple[int, int, int, int]  # (field, family, network, prefix length)
+AddrEntry = tuple[int, int, int, int]  # (field, family, network, prefix length): IPv6
+Addr4Header = tuple[int, int, int, int]  # (intervals, first start, last end, shift) of a field's IPv4 index
+Addr4Entry = tuple[int, int, int]  # (lo, hi, class): one IPv4 interval
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class Layout:
     vector_base: tuple[int, ...]  # per field
     flow_vector: int  # NO_VECTOR when there are no FLOW rules
     vectors: int
+    addr4: tuple[Addr4Header, ...] = ((0, 0, 0, 0),) * len(ADDRESS_FIELDS)  # per address field
 
 
 @dataclass
@@ -52,6 +64,8 @@ class _Half:
     values: dict[int, int] = field(default_factory=dict)  # index -> class, the non-zero entries only
     vectors: dict[int, bytes] = field(default_factory=dict)  # index -> the map value's bytes
     filter_rule: list[int] = field(default_factory=list)
+    addr4: dict[int, Addr4Entry] = field(default_factory=dict)  # mep_addr4 index in the half -> entry
+    addr4_first: dict[int, int] = field(default_factory=dict)  # mep_addr4_first index in the half -> entry
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,7 @@ class Prepared:
     layout: Layout
     vectors: dict[int, int]  # index -> filter bitmask
     addr: dict[AddrEntry, int]
+    addr4: dict[Field, Ipv4Index]  # used address fields
     serial: int = field(default_factory=lambda: next(_serials))  # names it for ``write``'s shortcut
 
 
@@ -93,8 +108,9 @@ def _addr_entries(tables: ClassifierTables, layout: Layout) -> dict[AddrEntry, i
         if not layout.used_fields & (1 << f):
             continue
         for iv in tables.fields[f].intervals:
-            for net, plen in iv.prefixes():
-                entries[(int(f), iv.family, net, plen)] = iv.cls
+            if iv.family == 6:  # IPv4: mep_addr4
+                for net, plen in iv.prefixes():
+                    entries[(int(f), iv.family, net, plen)] = iv.cls
     return entries
 
 
@@ -119,6 +135,8 @@ class ClassifierMaps:
 
     def __init__(self, bpf: Any, sizes: Sizes, *, contents_known: bool) -> None:
         self._addr = bpf["mep_addr_class"]
+        self._addr4 = bpf["mep_addr4"]
+        self._addr4_first = bpf["mep_addr4_first"]
         self._values = bpf["mep_value_class"]
         self._vectors = bpf["mep_vectors"]
         self._filter_rule = bpf["mep_filter_rule"]
@@ -130,18 +148,25 @@ class ClassifierMaps:
         """``tables`` laid out for the maps; CapacityError when they do not fit the loaded program's."""
         layout, vectors = _layout(tables, self._sizes)
         addr = _addr_entries(tables, layout)
+        addr4 = {f: ipv4_index(tables.fields[f]) for f in ADDRESS_FIELDS if layout.used_fields & (1 << f)}
+        headers = [(0, 0, 0, 0)] * len(ADDRESS_FIELDS)
+        for f, index in addr4.items():
+            if index.lo:
+                headers[f] = (len(index.lo), index.lo[0], index.hi[-1], index.shift)
+        layout = dataclasses.replace(layout, addr4=tuple(headers))
         problems = []
         for what, have, limit in (
             ("traffic filters", tables.nfilters, self._sizes.filters),
             ("classifier vectors", len(vectors), self._sizes.vectors),
-            ("address prefixes", len(addr), self._sizes.prefixes // 2),
+            ("IPv6 address prefixes", len(addr), self._sizes.prefixes // 2),
+            *((f"IPv4 address intervals of field {f.name}", len(addr4[f].lo), self._sizes.addr4) for f in addr4),
         ):
             if have > limit:
                 problems.append(RuleProblem("*", "*", "dataplane.capacity",
                                             f"{have} {what} exceed the loaded program's {limit}"))
         if problems:
             raise CapacityError(problems)
-        return Prepared(tables, layout, vectors, addr)
+        return Prepared(tables, layout, vectors, addr, addr4)
 
     def holds(self, half: int, prepared: Prepared) -> bool:
         """``half`` was last written from ``prepared`` (a write of it then changes two vectors at most)."""
@@ -169,6 +194,12 @@ class ClassifierMaps:
             new = _Half(source=prepared.serial, addr=prepared.addr, values=_value_entries(tables, layout),
                         vectors={i: m.to_bytes(size, "little") for i, m in (prepared.vectors | dynamic).items()},
                         filter_rule=list(tables.filter_rule))
+            for f, index in prepared.addr4.items():
+                row, first = f * self._sizes.addr4, f * (ADDR4_BUCKETS + 1)
+                new.addr4.update((row + i, e) for i, e in enumerate(zip(index.lo, index.hi, index.cls)))
+                new.addr4_first.update((first + b, start) for b, start in enumerate(index.starts))
+            self._write_addr4(half, old.addr4 if old else None, new.addr4, old.addr4_first if old else None,
+                              new.addr4_first)
             self._write_addr(half, old.addr if old else None, new.addr)
             self._write_values(half, old.values if old else None, new.values)
             self._write_vectors(half, old.vectors if old else None, new.vectors)
@@ -201,6 +232,19 @@ class ClassifierMaps:
         for entry, cls in new.items():
             if old.get(entry) != cls:
                 self._addr[self._addr_key(half, entry)] = leaf(cls)
+
+    def _write_addr4(self, half: int, old: Optional[dict[int, Addr4Entry]], new: dict[int, Addr4Entry],
+                     old_first: Optional[dict[int, int]], new_first: dict[int, int]) -> None:
+        """The half's IPv4 intervals and first levels that changed; entries past a field's count are never read
+        (its header in mep_sets bounds the search), so stale ones stay."""
+        changed = sorted(i for i, e in new.items() if old is None or old.get(i) != e)
+        leaf = self._addr4.Leaf
+        self._batch(self._addr4, [half * len(ADDRESS_FIELDS) * self._sizes.addr4 + i for i in changed],
+                    [leaf(*new[i]) for i in changed])
+        changed = sorted(i for i, start in new_first.items() if old_first is None or old_first.get(i) != start)
+        leaf = self._addr4_first.Leaf
+        self._batch(self._addr4_first, [half * len(ADDRESS_FIELDS) * (ADDR4_BUCKETS + 1) + i for i in changed],
+                    [leaf(new_first[i]) for i in changed])
 
     @staticmethod
     def _batch(table: Any, indexes: list[int], leaves: list[Any]) -> None:

@@ -173,6 +173,8 @@ class RulesetMaps:
         cfg.flow_vector = layout.flow_vector
         for f, base in enumerate(layout.vector_base):
             cfg.vector_base[f] = base
+        for f, (n, lo, hi, shift) in enumerate(layout.addr4):
+            cfg.addr4_n[f], cfg.addr4_lo[f], cfg.addr4_hi[f], cfg.addr4_shift[f] = n, lo, hi, shift
         cfg.default_drop = int(rs.default_verdict.name == "DROP")
         cfg.flow_state = int(flow_state)
         self._sets[ct.c_uint32(half)] = cfg
