@@ -13,7 +13,10 @@ inside the whole program) and "new flow" (built with -DMEP_BENCH_NEW_FLOWS:
 every packet misses and writes its set of the full flow cache, evicting:
 a new-flow flood). Reported: mean over flows of
 ns/pkt, minus the floor (a program that only returns XDP_DROP, measured on
-the same flows in the same run).
+the same flows in the same run). Each point is measured in --rounds rounds
+(3; each the floor, then the program); the round with the median net cost
+is reported, and spread_ns is the range of the rounds' net costs: this VM
+has noisy minutes.
 
 Examples:
     python -m bench.xdp_rules                 # full run (about 3 minutes)
@@ -99,6 +102,11 @@ def flows(rs: CompiledRuleSet, tables: ClassifierTables, position: str, count: i
     return list(out.items())
 
 
+def median_net(runs: list[tuple[float, float]]) -> float:
+    """The median of (program - floor) over measurement rounds of one point."""
+    return statistics.median(t - f for f, t in runs)
+
+
 def measure(fd: int, frames: list[tuple[bytes, int]], ifindex: int, repeat: int) -> float:
     """Mean over flows of the kernel's per-run nanoseconds."""
     return statistics.fmean(prog_test_run(fd, f, ingress_ifindex=ifindex, repeat=repeat).duration_ns
@@ -117,6 +125,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--flows", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--cpu", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="floor and program measured this many times per point; the median round is reported")
     args = ap.parse_args(argv)
 
     from bcc import BPF
@@ -130,7 +140,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         "xdp_rules",
         "How does the XDP classifier's per-packet cost grow from 1 to 10,000 rules?",
         __doc__.split("\n\n")[1].replace("\n", " "),
-        ["cache", "rules", "filters", "position", "flows", "ns_per_pkt", "floor_ns", "net_ns"],
+        ["cache", "rules", "filters", "position", "flows", "ns_per_pkt", "floor_ns", "net_ns", "spread_ns"],
     )
     namespaces: list[str] = []
     pin_root = Path("/sys/fs/bpf") / f"mep-bench-{os.getpid()}"
@@ -169,10 +179,13 @@ def main(argv: Optional[list[str]] = None) -> None:
                             if mode == "new flow":  # fill the LRU so every insert evicts
                                 for frame, _ in frames[:64]:
                                     prog_test_run(engine._xdp_fn.fd, frame, ingress_ifindex=ifindex, repeat=1100)
-                            floor = measure(floor_fd, frames, ifindex, args.repeat)
-                            took = measure(engine._xdp_fn.fd, frames, ifindex, args.repeat)
+                            runs = [(measure(floor_fd, frames, ifindex, args.repeat),
+                                     measure(engine._xdp_fn.fd, frames, ifindex, args.repeat))
+                                    for _ in range(args.rounds)]
+                        floor, took = min(runs, key=lambda r: abs(r[1] - r[0] - median_net(runs)))
                         report.add(cache=mode, rules=n, filters=tables.nfilters, position=position, flows=len(frames),
-                                   ns_per_pkt=round(took, 1), floor_ns=round(floor, 1), net_ns=round(took - floor, 1))
+                                   ns_per_pkt=round(took, 1), floor_ns=round(floor, 1), net_ns=round(took - floor, 1),
+                                   spread_ns=round(max(t - f for f, t in runs) - min(t - f for f, t in runs), 1))
                         progress(f"  {took - floor:.0f} ns above the floor ({floor:.0f} ns)")
     finally:
         for engine in engines.values():

@@ -1805,6 +1805,7 @@ cdef extern from "<errno.h>" nogil:
         EINTR
         EAGAIN
         EBUSY
+        ETIMEDOUT
 
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
@@ -1827,6 +1828,7 @@ cdef enum:
     XSK_CHUNKS = 1024               # chunks (and TX / completion ring entries) per port: 2 MiB of UMEM
     XSK_FILL = 64                   # fill ring entries (the bind needs one; this socket receives nothing)
     XSK_RETRY_NS = 1000000000       # after a send error, reopen the AF_XDP socket at most this often
+    XSK_STALL_KICKS = 100000        # kicks in a row that send nothing before a socket counts as stalled
 
 
 cdef inline void cbpf(sock_filter* insn, uint16_t code, uint8_t jt, uint8_t jf, uint32_t k) noexcept nogil:
@@ -2013,9 +2015,10 @@ cdef int xsk_flush(fp_xsk* x) noexcept nogil:
     The kernel sends a bounded number of frames per call, or stops when the
     socket's send buffer is full (EAGAIN: call again), and answers EBUSY for
     a frame the driver dropped (consumed). Any other error (the port went
-    down or away) leaves the rest unsent: what was not consumed counts as
-    dropped, the socket is closed (its ring may hold stale frames) and the
-    port sends with its AF_PACKET socket until ``xsk_ready`` reopens it.
+    down or away), or XSK_STALL_KICKS kicks in a row that send nothing,
+    leave the rest unsent: what was not consumed counts as dropped, the
+    socket is closed (its ring may hold stale frames) and the port sends
+    with its AF_PACKET socket until ``xsk_ready`` reopens it.
     """
     cdef int dropped = 0, idle = 0
     cdef uint32_t seen, now
@@ -2037,6 +2040,12 @@ cdef int xsk_flush(fp_xsk* x) noexcept nogil:
             idle += 1
             if idle > 16:
                 sched_yield()  # the kernel is out of socket buffer: let the receiver run
+            if idle > XSK_STALL_KICKS:  # the driver takes nothing: give up on this socket
+                x.error = ETIMEDOUT
+                x.retry_ns = fp_now_ns() + XSK_RETRY_NS
+                dropped += <int>(x.tx_prod - now)
+                close_xsk(x)
+                return dropped
         else:
             idle = 0
         seen = now

@@ -7,12 +7,14 @@ engine that cannot attach runs as fastpath, saying so, and the daemon runs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from mep.dataplane.links import in_netns, link
 from mep.models import TrafficRule
 from mep.state.lifecycle import LifecycleEvent
 from mep.state.records import AppInstance
-from tests.netns.lab import REPO, STEER_HTTP, ask, echo_servers, fastpath_lab, settle
+from tests.netns.lab import REPO, STEER_HTTP, EngineLab, ask, echo_servers, fastpath_lab, settle
 from tests.rulesets import rule
 from upf_sim.topology import ADDR, MEP_PORTS, Topology
 
@@ -85,36 +87,46 @@ def test_xdp_that_cannot_attach_runs_as_fastpath_and_says_so(caplog: pytest.LogC
         shutil.rmtree(pin_root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def steering_http(topo: Topology) -> Iterator[EngineLab]:
+    """A fastpath lab steering UE -> server:80 to app1 (STEER_HTTP), its servers running; closed on exit."""
+    lab = fastpath_lab(topo)
+    try:
+        lab.start_servers()
+        lab.apply([STEER_HTTP])
+        yield lab
+    finally:
+        lab.close()
+
+
+def http_reply(lab: EngineLab, text: str) -> str:
+    return str(lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", text)["reply"])
+
+
 def test_redirected_frames_leave_through_af_xdp_and_a_port_that_went_down_gets_it_back() -> None:
     """FORWARD outputs go out through the port's AF_XDP socket; a send error closes it, AF_PACKET carries on
     (counting what it cannot send), and a second later the socket is reopened."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, nftables, AF_PACKET, AF_XDP)")
-    with Topology() as topo:
-        lab = fastpath_lab(topo)
-        try:
-            lab.start_servers()
-            lab.apply([STEER_HTTP])
-            assert lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", "a")["reply"] == "app1:a"
-            ports = lab.engine.describe()["ports"]
-            assert {p["transmit"] for p in ports.values()} == {"af_xdp"}
-            assert ports["app1"]["tx_frames"] > 0 and ports["n6"]["tx_frames"] > 0  # the flow's both ways
+    with Topology() as topo, steering_http(topo) as lab:
+        assert http_reply(lab, "a") == "app1:a"
+        ports = lab.engine.describe()["ports"]
+        assert {p["transmit"] for p in ports.values()} == {"af_xdp"}
+        assert ports["app1"]["tx_frames"] > 0 and ports["n6"]["tx_frames"] > 0  # the flow's both ways
 
-            topo.run("mep", ["ip", "link", "set", "app1", "down"], check=True)
-            lost = topo.run("upf", [sys.executable, "-m", "tests.netns.peers", "tcp-ask", ADDR.ue1, ADDR.server,
-                                    "80", "b"], cwd=REPO, capture_output=True, timeout=30)
-            assert lost.returncode != 0
-            ports = lab.engine.describe()["ports"]
-            # "Network is down" from the send, or "No such device" from a reopen tried while still down
-            assert ports["app1"]["transmit"].startswith("af_packet (AF_XDP: ")
-            assert ports["n6"]["tx_dropped"] > 0  # counted on the port the frames came in on
+        topo.run("mep", ["ip", "link", "set", "app1", "down"], check=True)
+        lost = topo.run("upf", [sys.executable, "-m", "tests.netns.peers", "tcp-ask", ADDR.ue1, ADDR.server,
+                                "80", "b"], cwd=REPO, capture_output=True, timeout=30)
+        assert lost.returncode != 0
+        ports = lab.engine.describe()["ports"]
+        # "Network is down" from the send, or "No such device" from a reopen tried while still down
+        assert ports["app1"]["transmit"].startswith("af_packet (AF_XDP: ")
+        assert ports["n6"]["tx_dropped"] > 0  # counted on the port the frames came in on
 
-            topo.run("mep", ["ip", "link", "set", "app1", "up"], check=True)
-            time.sleep(1.2)  # the reopen is tried at most once a second
-            assert lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", "c")["reply"] == "app1:c"
-            assert lab.engine.describe()["ports"]["app1"]["transmit"] == "af_xdp"
-        finally:
-            lab.close()
+        topo.run("mep", ["ip", "link", "set", "app1", "up"], check=True)
+        time.sleep(1.2)  # the reopen is tried at most once a second
+        assert http_reply(lab, "c") == "app1:c"
+        assert lab.engine.describe()["ports"]["app1"]["transmit"] == "af_xdp"
 
 
 def test_a_port_whose_af_xdp_queue_is_taken_sends_with_af_packet() -> None:
@@ -127,16 +139,11 @@ def test_a_port_whose_af_xdp_queue_is_taken_sends_with_af_packet() -> None:
             with in_netns(topo.ns("mep")):
                 squatter.open_port(1, link("app1").ifindex, 1 << 16, 2)
             assert squatter.stats(1)["transmit"] == "af_xdp"
-            lab = fastpath_lab(topo)
-            try:
-                lab.start_servers()
-                lab.apply([STEER_HTTP])
-                assert lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", "x")["reply"] == "app1:x"
+            with steering_http(topo) as lab:
+                assert http_reply(lab, "x") == "app1:x"
                 ports = lab.engine.describe()["ports"]
                 assert ports["app1"]["transmit"] == "af_packet (AF_XDP: Device or resource busy)"
                 assert ports["app1"]["tx_frames"] > 0 and ports["n6"]["transmit"] == "af_xdp"
-            finally:
-                lab.close()
         finally:
             squatter.close()
 
