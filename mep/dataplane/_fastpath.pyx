@@ -1805,6 +1805,7 @@ cdef extern from "<errno.h>" nogil:
         EINTR
         EAGAIN
         EBUSY
+        ENOMEM
         ETIMEDOUT
 
 cdef extern from "<sched.h>" nogil:
@@ -1944,7 +1945,7 @@ cdef int open_xsk(fp_xsk* x, int ifindex) noexcept nogil:
         return -errno
     x.free = <uint64_t*>malloc(sizeof(uint64_t) * XSK_CHUNKS)
     if x.free == NULL:
-        return -12  # ENOMEM
+        return -ENOMEM
     for i in range(<uint32_t>XSK_CHUNKS):
         x.free[i] = <uint64_t>i * XSK_CHUNK
     x.nfree = XSK_CHUNKS
@@ -1996,6 +1997,13 @@ cdef void close_xsk(fp_xsk* x) noexcept nogil:
     x.nfree = 0
 
 
+cdef void xsk_give_up(fp_xsk* x, int err) noexcept nogil:
+    """Close the socket for ``err``: the port sends with AF_PACKET until ``xsk_ready`` reopens it."""
+    close_xsk(x)
+    x.error = err
+    x.retry_ns = fp_now_ns() + XSK_RETRY_NS
+
+
 cdef inline void xsk_reap(fp_xsk* x) noexcept nogil:
     """Take back the chunks of every frame the kernel has completed (sent or dropped)."""
     cdef uint32_t prod = fp_load_acquire(x.cq.producer)
@@ -2029,10 +2037,8 @@ cdef int xsk_flush(fp_xsk* x) noexcept nogil:
             if errno == EBUSY:
                 dropped += 1
             elif errno != EAGAIN:
-                x.error = errno
-                x.retry_ns = fp_now_ns() + XSK_RETRY_NS
                 dropped += <int>(x.tx_prod - fp_load_acquire(x.tx.consumer))
-                close_xsk(x)
+                xsk_give_up(x, errno)
                 return dropped
         xsk_reap(x)
         now = fp_load_acquire(x.tx.consumer)
@@ -2041,10 +2047,8 @@ cdef int xsk_flush(fp_xsk* x) noexcept nogil:
             if idle > 16:
                 sched_yield()  # the kernel is out of socket buffer: let the receiver run
             if idle > XSK_STALL_KICKS:  # the driver takes nothing: give up on this socket
-                x.error = ETIMEDOUT
-                x.retry_ns = fp_now_ns() + XSK_RETRY_NS
                 dropped += <int>(x.tx_prod - now)
-                close_xsk(x)
+                xsk_give_up(x, ETIMEDOUT)
                 return dropped
         else:
             idle = 0
@@ -2064,9 +2068,7 @@ cdef bint xsk_ready(fp_xsk* x) noexcept nogil:
         x.retry_ns = 0
         x.error = 0
         return True
-    close_xsk(x)
-    x.error = -rc
-    x.retry_ns = fp_now_ns() + XSK_RETRY_NS
+    xsk_give_up(x, -rc)
     return False
 
 
