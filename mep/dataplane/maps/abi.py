@@ -58,6 +58,8 @@ for _f in VALUE_FIELDS:
     VALUE_BASE[_f] = _next
     _next += VALUE_DOMAIN[_f] + 1
 VALUE_SPACE = _next
+# Buckets of an address field's IPv4 first level (mep_addr4_first holds one more entry a field).
+ADDR4_BUCKETS = 1 << ADDR4_BUCKET_BITS
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def cflags(sizes: Sizes, pin_dir: Path, *, load_id: str = "0", debug: bool = Fal
         "MEP_MAX_VECTORS": sizes.vectors,
         "MEP_MAX_PREFIXES": sizes.prefixes,
         "MEP_MAX_ADDR4": sizes.addr4,
-        "MEP_ADDR4_BUCKETS": 1 << ADDR4_BUCKET_BITS,
+        "MEP_ADDR4_BUCKETS": ADDR4_BUCKETS,
         "MEP_ADDR4_STEPS": sizes.addr4.bit_length(),  # a binary search over at most addr4 intervals
         "MEP_FLOW_CAPACITY": sizes.flows,
         "MEP_FLOW_CACHE_BUCKETS": sizes.flow_cache_sets,

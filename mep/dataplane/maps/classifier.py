@@ -28,16 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ...errors import CapacityError, MapWriteError, RuleProblem
-from ..tables import (ADDR4_BUCKET_BITS, ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, ClassifierTables, Field,
-                      Ipv4Index, ipv4_index)
-from .abi import VALUE_BASE, VALUE_SPACE, Sizes, update_batch
+from ..tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, ClassifierTables, Field, Ipv4Index, ipv4_index
+from .abi import ADDR4_BUCKETS, VALUE_BASE, VALUE_SPACE, Sizes, update_batch
 
 __all__ = ["Layout", "ClassifierMaps", "Prepared", "NO_VECTOR"]
 
 NO_VECTOR = 0xFFFF_FFFF
 ALL_ONES = 0
 ENABLED = 1  # consts.h MEP_ENABLED_VECTOR
-ADDR4_BUCKETS = 1 << ADDR4_BUCKET_BITS  # MEP_ADDR4_BUCKETS
 _serials = itertools.count(1)
 
 AddrEntry = tuple[int, int, int, int]  # (field, family, network, prefix length): IPv6
