@@ -74,7 +74,8 @@ class Prepared:
     layout: Layout
     vectors: dict[int, int]  # index -> filter bitmask
     addr: dict[AddrEntry, int]
-    addr4: dict[Field, Ipv4Index]  # used address fields
+    addr4: dict[int, Addr4Entry]  # mep_addr4 index within a half -> IPv4 interval (used address fields)
+    addr4_first: dict[int, int]  # mep_addr4_first index within a half -> first interval of the bucket
     serial: int = field(default_factory=lambda: next(_serials))  # names it for ``write``'s shortcut
 
 
@@ -110,6 +111,17 @@ def _addr_entries(tables: ClassifierTables, layout: Layout) -> dict[AddrEntry, i
                 for net, plen in iv.prefixes():
                     entries[(int(f), iv.family, net, plen)] = iv.cls
     return entries
+
+
+def _addr4_entries(indexes: dict[Field, Ipv4Index], sizes: Sizes) -> tuple[dict[int, Addr4Entry], dict[int, int]]:
+    """A half's mep_addr4 and mep_addr4_first entries (index within the half -> value) for these fields."""
+    entries: dict[int, Addr4Entry] = {}
+    firsts: dict[int, int] = {}
+    for f, index in indexes.items():
+        row, first = f * sizes.addr4, f * (ADDR4_BUCKETS + 1)
+        entries.update((row + i, e) for i, e in enumerate(zip(index.lo, index.hi, index.cls)))
+        firsts.update((first + b, start) for b, start in enumerate(index.starts))
+    return entries, firsts
 
 
 def _value_entries(tables: ClassifierTables, layout: Layout) -> dict[int, int]:
@@ -164,7 +176,8 @@ class ClassifierMaps:
                                             f"{have} {what} exceed the loaded program's {limit}"))
         if problems:
             raise CapacityError(problems)
-        return Prepared(tables, layout, vectors, addr, addr4)
+        entries, firsts = _addr4_entries(addr4, self._sizes)
+        return Prepared(tables, layout, vectors, addr, entries, firsts)
 
     def holds(self, half: int, prepared: Prepared) -> bool:
         """``half`` was last written from ``prepared`` (a write of it then changes two vectors at most)."""
@@ -192,10 +205,7 @@ class ClassifierMaps:
             new = _Half(source=prepared.serial, addr=prepared.addr, values=_value_entries(tables, layout),
                         vectors={i: m.to_bytes(size, "little") for i, m in (prepared.vectors | dynamic).items()},
                         filter_rule=list(tables.filter_rule))
-            for f, index in prepared.addr4.items():
-                row, first = f * self._sizes.addr4, f * (ADDR4_BUCKETS + 1)
-                new.addr4.update((row + i, e) for i, e in enumerate(zip(index.lo, index.hi, index.cls)))
-                new.addr4_first.update((first + b, start) for b, start in enumerate(index.starts))
+            new.addr4, new.addr4_first = prepared.addr4, prepared.addr4_first
             self._write_addr4(half, old.addr4 if old else None, new.addr4, old.addr4_first if old else None,
                               new.addr4_first)
             self._write_addr(half, old.addr if old else None, new.addr)
