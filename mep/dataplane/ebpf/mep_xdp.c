@@ -147,12 +147,11 @@ static __always_inline int act(struct xdp_md *ctx, struct scratch *s, struct rul
 	return redirect(d, t->port);
 }
 
-static __always_inline int process(struct xdp_md *ctx, struct decision *d)
+static __always_inline int process(struct xdp_md *ctx, struct scratch *s, struct decision *d)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 	__u32 ifindex = ctx->ingress_ifindex, zero = 0, half, in_index;
 	struct port_val *in = mep_port_of.lookup(&ifindex);  /* index 0: not a port */
-	struct scratch *s = get_scratch();
 	struct rule_val *rule = 0;
 	struct flow_cache_val result, *hit;
 	struct flow_val *reply;
@@ -162,7 +161,7 @@ static __always_inline int process(struct xdp_md *ctx, struct decision *d)
 	int rc, second_pass;
 
 	st = mep_state.lookup(&zero);
-	if (!s || !st)
+	if (!st)
 		return drop(d, MEP_DROP_INTERNAL);
 	second_pass = s->cls_pending;
 	s->cls_pending = 0;
@@ -223,11 +222,18 @@ static __always_inline int process(struct xdp_md *ctx, struct decision *d)
 
 int mep_xdp(struct xdp_md *ctx)
 {
-	struct decision d = {};
 	__u64 bytes = ctx->data_end - ctx->data;
-	int action = process(ctx, &d);
+	struct scratch *s = get_scratch();
+	struct decision *d;
 
-	return finish(ctx, &d, bytes, action);
+	if (!s) {
+		struct decision internal = {.reason = MEP_DROP_INTERNAL};
+
+		return finish(ctx, &internal, bytes, XDP_DROP);
+	}
+	d = &s->d;
+	__builtin_memset(d, 0, sizeof(*d));
+	return finish(ctx, d, bytes, process(ctx, s, d));
 }
 
 /* A flow cache miss (tail-called by mep_xdp, which parsed the frame and

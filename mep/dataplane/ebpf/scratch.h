@@ -10,6 +10,7 @@
 #define MEP_SCRATCH_H
 
 struct scratch {
+	struct decision d;             /* this packet's (counters.h) */
 	struct pkt p;
 	struct field_values fv;
 	struct flow_cache_work cache;
