@@ -409,6 +409,31 @@ struct flow_cache_work {
 #define MEP_KEY_WORDS  (sizeof(struct flow_cache_key) / 8)
 #define MEP_KEY4_WORDS (sizeof(struct flow_cache_key4) / 8)
 
+/* Odd 64-bit multipliers, one per key word (golden ratio, then MurmurHash3's and xxHash's). */
+static __always_inline __u64 hash_mult(const int i)
+{
+	switch (i) {
+	case 0:  return 0x9e3779b97f4a7c15ULL;
+	case 1:  return 0xc2b2ae3d27d4eb4fULL;
+	case 2:  return 0x165667b19e3779f9ULL;
+	case 3:  return 0xd6e8feb86659fd93ULL;
+	case 4:  return 0xff51afd7ed558ccdULL;
+	case 5:  return 0xc4ceb9fe1a85ec53ULL;
+	case 6:  return 0x94d049bb133111ebULL;
+	case 7:  return 0xbf58476d1ce4e5b9ULL;
+	case 8:  return 0x87c37b91114253d5ULL;
+	case 9:  return 0x4cf5ad432745937fULL;
+	}
+	return 0xa0761d6478bd642fULL;
+}
+
+/* The set of a key: the top bits of the sum of each word times its own
+ * multiplier (vector multiply-shift hashing). The products are independent
+ * (one multiply deep, where a chain of them was n deep), and the top bit of
+ * a product depends on every bit of its word. The chained form this replaced
+ * kept the index from the middle of the product, which no word's top 18 bits
+ * reached: flows that differed only in destination port, or in the last two
+ * octets of the destination, shared a set. */
 static __always_inline __u32 cache_set_index(const __u64 *key, const int n)
 {
 	__u64 h = 0;
@@ -416,9 +441,8 @@ static __always_inline __u32 cache_set_index(const __u64 *key, const int n)
 
 #pragma unroll
 	for (i = 0; i < n; i++)
-		h = (h ^ key[i]) * 0x9e3779b97f4a7c15ULL;
-	/* the high half: each of its bits depends on every bit of the key */
-	return (__u32)(h >> 32) & (MEP_FLOW_CACHE_BUCKETS - 1);
+		h += key[i] * hash_mult(i);
+	return (__u32)(((h >> 32) * MEP_FLOW_CACHE_BUCKETS) >> 32);  /* the top log2(sets) bits */
 }
 
 /* The value of the way of `set` (ways of n key words and one value word)
