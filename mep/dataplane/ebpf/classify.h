@@ -203,32 +203,33 @@ static __always_inline struct vec *vector_at(__u32 half, __u32 index)
  * scan to its filters: forward, the enabled ones (the tables may hold the
  * filters of dormant rules, maps/classifier.py); reverse, the enabled FLOW
  * rules' ones.
- * Fields no filter uses are not looked up: their vector_base points at the
- * half's all-ones vector, whose class 0 is the only class. Every pointer in
- * v[] is non-NULL, so the verifier sees one path through the setup (a
- * pointer that may be NULL per field gave it 2^13 paths). */
+ * Fields no filter uses are not looked up: they AND the half's all-ones
+ * vector, looked up once. Every pointer in v[] is non-NULL, so the verifier
+ * sees one path through the setup (a pointer that may be NULL per field gave
+ * it 2^13 paths). */
 #define MEP_COMMON_FIELD(f) ((f) == MEP_F_SRC || (f) == MEP_F_DST || (f) == MEP_F_SPORT || (f) == MEP_F_DPORT || \
 			     (f) == MEP_F_PROTO || (f) == MEP_F_DSCP)
 
 static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct field_values *fv,
 				const struct vec *only, __u32 *bit)
 {
-	struct vec *v[MEP_NFIELDS];
+	struct vec *v[MEP_NFIELDS], *ones = vector_at(half, MEP_ALL_ONES_VECTOR);
 	__u32 used = cfg->used_fields, nwords = cfg->nwords;
 	int f, i;
 
-	if (!only)
+	if (!only || !ones)
 		return 0;
 
 #pragma unroll
 	for (f = 0; f < MEP_NFIELDS; f++) {
-		__u32 cls = 0;
+		v[f] = ones;
+		if (used & (1u << f)) {
+			__u32 cls = f < 4 ? addr_class(half, cfg, f, fv) : value_class(half, f, fv->value[f]);
 
-		if (used & (1u << f))
-			cls = f < 4 ? addr_class(half, cfg, f, fv) : value_class(half, f, fv->value[f]);
-		v[f] = vector_at(half, cfg->vector_base[f] + cls);
-		if (!v[f])
-			return 0;
+			v[f] = vector_at(half, cfg->vector_base[f] + cls);
+			if (!v[f])
+				return 0;
+		}
 	}
 	for (i = 0; i < MEP_FILTER_WORDS; i++) {
 		__u64 acc = ~0ULL;

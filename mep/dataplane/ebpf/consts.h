@@ -31,6 +31,7 @@
 #define MEP_NO_VECTOR 0xffffffffu
 /* Vector 1 of a half: the filters of the rules enforced (maps/classifier.py),
  * ANDed into every forward scan when the half's set_cfg.enabled says so. */
+#define MEP_ALL_ONES_VECTOR 0u
 #define MEP_ENABLED_VECTOR 1u
 #define MEP_GTPU_PORT 2152
 #define MEP_OUTER_TTL 64

@@ -9,13 +9,18 @@
 #ifndef MEP_FLOW_H
 #define MEP_FLOW_H
 
-static __always_inline void remember_flow(const struct pkt *p, const struct rule_val *rule,
+static __always_inline void remember_flow(struct xdp_md *ctx, const struct pkt *p, const struct rule_val *rule,
 					  const struct target_val *t, const struct port_val *in,
 					  struct flow_key *key_mem, struct flow_val *val_mem)
 {
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 	const struct ip_info *u = &p->user;
+	struct ethhdr *eth = data;  /* as it arrived: called before the frame is rewritten */
 	struct flow_key *key = key_mem;
 	struct flow_val *val = val_mem;
+
+	if ((void *)(eth + 1) > data_end)
+		return;  /* parsed already: cannot happen */
 
 	__builtin_memset(key, 0, sizeof(*key));
 	__builtin_memset(val, 0, sizeof(*val));
@@ -30,8 +35,8 @@ static __always_inline void remember_flow(const struct pkt *p, const struct rule
 	val->version = rule->version;
 	val->out_port = in ? in->index : 0;
 	val->out_mtu = in ? in->mtu : 0xffff;
-	__builtin_memcpy(val->eth_dst, p->eth_src, 6);
-	__builtin_memcpy(val->eth_src, p->eth_dst, 6);
+	__builtin_memcpy(val->eth_dst, eth->h_source, 6);
+	__builtin_memcpy(val->eth_src, eth->h_dest, 6);
 	val->has_vlan = p->has_vlan;
 	val->vlan_tci = p->vlan_tci;
 	val->restore = t->rewrite;

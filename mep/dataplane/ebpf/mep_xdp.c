@@ -139,7 +139,7 @@ static __always_inline int act(struct xdp_md *ctx, struct scratch *s, struct rul
 	if (rc)
 		return drop(d, rc);
 	if (rule->flow)
-		remember_flow(p, rule, t, in, &s->flow_key, &s->flow_val);
+		remember_flow(ctx, p, rule, t, in, &s->flow_key, &s->flow_val);
 	rc = build_target(ctx, p, t, rule->rule_id, s->csum_buf);
 	if (rc)
 		return drop(d, rc);

@@ -41,8 +41,6 @@ struct pkt {
 	__u8 has_qfi;
 	__u8 qfi;
 	__u8 pad[2];
-	__u8 eth_dst[6];
-	__u8 eth_src[6];
 };
 
 static __always_inline __u16 load_be16(const void *p)
@@ -217,8 +215,6 @@ static __always_inline int parse_frame(void *data, void *data_end, struct pkt *p
 	p->teid = 0;
 	if ((void *)(eth + 1) > data_end)
 		return MEP_DROP_TRUNCATED_ETH;
-	__builtin_memcpy(p->eth_dst, eth->h_dest, 6);
-	__builtin_memcpy(p->eth_src, eth->h_source, 6);
 	proto = bpf_ntohs(eth->h_proto);
 	if (proto == ETH_P_8021Q) {
 		__u8 *tag = data + sizeof(*eth);
