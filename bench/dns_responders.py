@@ -72,7 +72,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from bench._harness import Report, cpu_seconds, percentile, pinned_cpu, progress
+from bench._harness import Report, cpu_seconds, percentile, pinned_cpu, progress, threaded_napi
 from mep.admin import AdminClient, DaemonNotRunning
 from upf_sim.topology import ADDR, MEP_PORTS, Topology
 
@@ -98,32 +98,6 @@ def busy_per_cpu() -> list[float]:
             user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in line.split()[1:9])
             out.append((user + nice + system + irq + softirq + steal) / tick)
     return out
-
-
-def napi_threads(ifname: str) -> set[int]:
-    """Pids of the NAPI kernel threads of interfaces named ``ifname`` (comm "napi/<ifname>-<id>")."""
-    found = set()
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().startswith(f"napi/{ifname}-"):
-                found.add(int(comm.parent.name))
-        except OSError:
-            continue
-    return found
-
-
-def threaded_napi(topo: Topology, ifname: str, cpu: int) -> int:
-    """Turn on threaded NAPI for ``ifname`` in the mep namespace, pin its thread to ``cpu``; its pid."""
-    before = napi_threads(ifname)
-    # `ip netns exec` mounts the namespace's own /sys, where its interfaces are.
-    subprocess.run(["ip", "netns", "exec", topo.ns("mep"), "sh", "-c", f"echo 1 > /sys/class/net/{ifname}/threaded"],
-                   check=True)
-    new = napi_threads(ifname) - before
-    if len(new) != 1:
-        raise RuntimeError(f"expected one new NAPI thread for {ifname}, found {sorted(new)}")
-    (pid,) = new
-    os.sched_setaffinity(pid, {cpu})
-    return pid
 
 
 @dataclass
@@ -508,7 +482,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             responders.append(start_mep(topo, workdir, rules, name="userspace", engine="reference", port=MEP_PORT,
                                         pin_root=pin_root))
             responders.append(start_unbound(topo, workdir, rules))
-            napi = threaded_napi(topo, "n6", RESPONDER_CPU)
+            napi = threaded_napi(topo.ns("mep"), "n6", RESPONDER_CPU)
             for responder in responders:
                 responder.extra_pids.append(napi)
                 check(topo, responder, rules, queries, 2 * len(rules))

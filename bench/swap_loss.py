@@ -1,11 +1,8 @@
 """Does a rule-set swap lose packets? 100 swaps under a fixed-rate load, sent vs received.
 
 The lab topology (upf_sim/topology.py) with the XDP engine on the
-MEP. A generator XDP program in the upf namespace is run with
-BPF_PROG_TEST_RUN and BPF_F_TEST_XDP_LIVE_FRAMES: each run sends a batch
-of a UDP frame out of upf's N6 veth (XDP_REDIRECT), paced to the target
-rate; the generator is also attached to an idle veth pair, which spares each
-test run an RCU grace period (docs/upf_sim.md). The MEP steers the stream with a FORWARD_DECAPSULATED rule to app1,
+MEP. bench/_livegen.py's live-frames generator in the upf namespace sends
+one UDP flow out of upf's N6 veth in batches paced to the target rate. The MEP steers the stream with a FORWARD_DECAPSULATED rule to app1,
 whose end of the veth runs an XDP program that counts the stream's frames. While the stream runs,
 the control plane applies 100 rule sets (each keeps the stream's rule and
 adds or removes another), and the generator's sent count is compared with
@@ -31,11 +28,12 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from bench._harness import Report, progress
+from bench._livegen import N6Generator
 from mep.config import Capacity, Config, DataplaneConfig
 from mep.dataplane.compiler import compile_ruleset
-from mep.dataplane.links import ensure_veth, in_netns, link
+from mep.dataplane.links import in_netns
 from mep.dataplane.resolver import netlink_resolver
-from mep.dataplane.testrun import BPF_F_TEST_XDP_LIVE_FRAMES, XDP_FLAGS_DRV_MODE, prog_test_run
+from mep.dataplane.testrun import XDP_FLAGS_DRV_MODE
 from mep.models import TrafficRule
 from mep.state.lifecycle import AppState
 from mep.state.records import AppInstance, Snapshot, StoredTrafficRule
@@ -43,10 +41,6 @@ from upf_sim.topology import ADDR, MEP_PORTS, Topology
 
 QUICK_ARGS = ["--rate", "50000", "--swaps", "20", "--seconds", "2"]
 
-_GENERATOR = b"""
-#include <uapi/linux/bpf.h>
-int gen(struct xdp_md *ctx) { return bpf_redirect(GEN_IFINDEX, 0); }
-"""
 _COUNTER = b"""
 #include <uapi/linux/bpf.h>
 BPF_PERCPU_ARRAY(received, u64, 1);
@@ -86,21 +80,6 @@ def ruleset_for(config: Config, netns: str, generation: int, extra: int) -> Any:
                            generation=generation)
 
 
-def run_stream(topo: Topology, gen_fd: int, frame: bytes, packets: int, rate: int, batch: int) -> float:
-    """Send ``packets`` frames at about ``rate`` per second; returns the seconds it took."""
-    start = time.perf_counter()
-    sent = 0
-    with in_netns(topo.ns("upf")):
-        while sent < packets:
-            n = min(batch, packets - sent)
-            prog_test_run(gen_fd, frame, repeat=n, flags=BPF_F_TEST_XDP_LIVE_FRAMES)
-            sent += n
-            delay = start + sent / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-    return time.perf_counter() - start
-
-
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -124,17 +103,11 @@ def main(argv: Optional[list[str]] = None) -> None:
             capacity=Capacity(rules=256, filters=512, flows=4096)))
         engine = XdpEngine(config, netns=topo.ns("mep"))
         counter = BPF(text=_COUNTER)
+        gen: Optional[N6Generator] = None
         try:
             with in_netns(topo.ns("app1")):
                 counter.attach_xdp(b"eth0", counter.load_func(b"count", BPF.XDP), XDP_FLAGS_DRV_MODE)
-            with in_netns(topo.ns("upf")):
-                n6 = link("n6").ifindex
-            gen = BPF(text=_GENERATOR, cflags=[f"-DGEN_IFINDEX={n6}"])
-            gen_fn = gen.load_func(b"gen", BPF.XDP)
-            gen_fd = gen_fn.fd
-            with in_netns(topo.ns("upf")):  # parked: no RCU wait per test run (docs/upf_sim.md)
-                ensure_veth("swpgena", "swpgenb", ipv6=False)
-                gen.attach_xdp(b"swpgena", gen_fn, XDP_FLAGS_DRV_MODE)
+            gen = N6Generator(topo.ns("upf"), "n6", frame, park="swpgen")
             received = counter["received"]
 
             def count() -> int:
@@ -158,7 +131,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                 progress(f"{run}: {packets} packets at {args.rate} pps")
                 t = threading.Thread(target=swapper)
                 t.start()
-                took = run_stream(topo, gen_fd, frame, packets, args.rate, batch=max(64, args.rate // 1000))
+                _, took = gen.run(packets=packets, rate=args.rate, batch=max(64, args.rate // 1000))
                 t.join()
                 time.sleep(0.2)
                 got = count() - before
@@ -166,6 +139,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                            lost=packets - got, seconds=round(took, 2))
                 progress(f"  sent {packets}, received {got}, lost {packets - got}")
         finally:
+            if gen is not None:
+                gen.close()
             engine.detach(unpin=True)
             engine.close()
             shutil.rmtree(pin_root, ignore_errors=True)
