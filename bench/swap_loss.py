@@ -2,8 +2,9 @@
 
 The lab topology (upf_sim/topology.py) with the XDP engine on the
 MEP. bench/_livegen.py's live-frames generator in the upf namespace sends
-one UDP flow out of upf's N6 veth in batches paced to the target rate. The MEP steers the stream with a FORWARD_DECAPSULATED rule to app1,
-whose end of the veth runs an XDP program that counts the stream's frames. While the stream runs,
+one UDP flow out of upf's N6 veth in batches paced to the target rate. The
+MEP steers the stream with a FORWARD_DECAPSULATED rule to app1, whose end
+of the veth runs an XDP program that counts the stream's frames. While the stream runs,
 the control plane applies 100 rule sets (each keeps the stream's rule and
 adds or removes another), and the generator's sent count is compared with
 the counter. The baseline is the same stream with no swaps, in the same run.

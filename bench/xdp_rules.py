@@ -14,7 +14,7 @@ every packet misses and writes its set of the full flow cache, evicting:
 a new-flow flood). Reported: mean over flows of
 ns/pkt, minus the floor (a program that only returns XDP_DROP, measured on
 the same flows in the same run). Each point is measured in --rounds rounds
-(3; each the floor, then the program); the round with the median net cost
+(5; each the floor, then the program); the round with the median net cost
 is reported, and spread_ns is the range of the rounds' net costs: this VM
 has noisy minutes.
 
@@ -125,7 +125,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--flows", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--cpu", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=5,
                     help="floor and program measured this many times per point; the median round is reported")
     args = ap.parse_args(argv)
 

@@ -29,9 +29,10 @@
 #define MEP_MAX_CSUM_BYTES 9216
 
 #define MEP_NO_VECTOR 0xffffffffu
+/* Vector 0 of a half: all ones, what the fields no filter uses AND. */
+#define MEP_ALL_ONES_VECTOR 0u
 /* Vector 1 of a half: the filters of the rules enforced (maps/classifier.py),
  * ANDed into every forward scan when the half's set_cfg.enabled says so. */
-#define MEP_ALL_ONES_VECTOR 0u
 #define MEP_ENABLED_VECTOR 1u
 #define MEP_GTPU_PORT 2152
 #define MEP_OUTER_TTL 64
