@@ -24,6 +24,8 @@ import time
 from types import TracebackType
 from typing import Any, Optional
 
+from pyroute2 import netns
+
 from mep.dataplane.links import delete_link, ensure_veth, in_netns, link
 from mep.dataplane.testrun import BPF_F_TEST_XDP_LIVE_FRAMES, XDP_FLAGS_DRV_MODE, prog_test_run
 
@@ -85,10 +87,7 @@ class N6Generator:
             fn = self._bpf.load_func(b"gen", BPF.XDP)
             self._fd = fn.fd
             table = self._bpf["gen_template"]
-            leaf = table.Leaf()
-            for i, byte in enumerate(self.template[:HEADER_BYTES]):
-                leaf.b[i] = byte
-            table[table.Key(0)] = leaf
+            table[table.Key(0)] = table.Leaf.from_buffer_copy(self.template[:HEADER_BYTES])
             with in_netns(netns):  # parked: no RCU wait per test run
                 ensure_veth(*self._park, ipv6=False)
                 self._bpf.attach_xdp(self._park[0].encode(), fn, XDP_FLAGS_DRV_MODE)
@@ -125,9 +124,11 @@ class N6Generator:
         return sent, time.perf_counter() - start
 
     def close(self) -> None:
-        with in_netns(self._netns):
-            delete_link(self._park[0])
+        """Unload the program and remove the parked veth (with its namespace gone: nothing left)."""
         self._bpf.cleanup()
+        if self._netns in netns.listnetns():
+            with in_netns(self._netns):
+                delete_link(self._park[0])
 
     def __enter__(self) -> "N6Generator":
         return self
