@@ -164,7 +164,9 @@ class ConfigTasks:
                     f" (task {active[-1].task_id})",
                     field="generation",
                 )
-            running = [t for t in tasks if t.task_id in self._workers]
+            # A worker outlives its task's final state by the store's sync: a
+            # client that saw REVERTED may already be here with the same generation.
+            running = [t for t in tasks if t.task_id in self._workers and not t.state.final]
             if len(running) >= MAX_TASKS_IN_FLIGHT:
                 raise TooBusy(
                     f"app instance '{app_id}' has {len(running)} configuration tasks in flight; wait for them",

@@ -5,6 +5,8 @@
   back; the daemon stops as ``mep run`` does (exit 1), and the next start
   applies the reverted version.
 - A task's final state survives ``kill -9`` of ``mep run``.
+- A generation that was refused can be submitted again the moment its task
+  shows REVERTED, while the task's worker still waits for the store's sync.
 - Tasks left PENDING or APPLYING by a process that died (written into the
   store as that process would have left them) are resolved at the next start
   from what the store and the data plane show.
@@ -20,9 +22,9 @@ import pytest
 from mep.mm5.client import Mm5Client
 from mep.mm5.messages import config_digest, parse_config
 from mep.mm5.rpc import pb
-from mep.mm5.tasks import TaskDetail
+from mep.mm5.tasks import ConfigTasks, TaskDetail
 from mep.models import TrafficRule
-from mep.state import AppConfig, SqliteStore, StoredTask, TaskState
+from mep.state import AppConfig, EventKind, SqliteStore, StoredTask, TaskState
 from tests.fixtures.mep_daemon import MepFactory
 from tests.mm5.bodies import config, drop_rule, forward_rule
 from tests.mm5.inprocess import FullMapEngine, daemon_config, running_daemon
@@ -81,6 +83,29 @@ async def test_a_final_task_state_survives_kill_9(mep_factory: MepFactory) -> No
         ]
         app = (await client.get_state("app")).apps[0]
         assert (app.config_generation, app.in_force, app.last_task_id) == (1, True, done.task_id)
+
+
+async def test_a_refused_generation_is_accepted_again_as_soon_as_it_shows_reverted(tmp_path: Path) -> None:
+    unresolvable = dict(forward_rule("b"), dstInterface={"interfaceType": "MAC", "dstMacAddress": "02:00:00:00:99:99"})
+    refused = parse_config(config(unresolvable), max_items=10)
+    fixed = parse_config(config(drop_rule("b", 6002)), max_items=10)
+    async with running_daemon(daemon_config(tmp_path)) as (daemon, client):
+        assert (await ready_app(client, "app", config(drop_rule("a", 6001)))).state == pb.ACTIVE
+        tasks = ConfigTasks(daemon, apply_timeout_s=5)
+        events = daemon.store.subscribe()
+        try:
+            task = await tasks.submit("app", 2, refused)
+            while daemon.store.get_task(task.task_id).state is not TaskState.REVERTED:
+                event = await events.get()
+                while not (event.kind is EventKind.TASK and event.key == task.task_id):
+                    event = await events.get()
+            # The store published REVERTED and is syncing it: the worker has not ended yet.
+            again = await tasks.submit("app", 2, fixed)
+        finally:
+            daemon.store.unsubscribe(events)
+        assert again.task_id != task.task_id
+        assert (await client.wait_task(again.task_id)).state == pb.ACTIVE
+        await tasks.close(timeout=5)
 
 
 def _task(app_id: str, seq: int, generation: int, state: TaskState, cfg: AppConfig, **fields: object) -> StoredTask:
