@@ -19,6 +19,16 @@ protocol 0..255, VLAN ID 0..4095, DSCP 0..63, traffic class 0..255, QFI
 not tunnelled, ...) whose class holds only the filters open on that field,
 because a filter that sets a field never matches a packet without it.
 
+Scanning every word of that AND costs the same for a packet that matches
+nothing as for one that matches the last filter. So every filter is also
+*keyed* on one field it constrains, the one whose accepted values are the
+smallest share of the field's domain (a /32 before a port, a port before a
+protocol): a filter matches only where its key field's class holds it. Each
+class carries a *key summary*, one bit per vector word that holds a filter
+keyed on the field and in the class. The OR of a packet's thirteen key
+summaries (and of the words of filters that constrain no field) names every
+word that can hold a match; the engines AND only those words.
+
 FLOW rules also match with source and destination swapped: the engines run a
 second AND with the source-field classes looked up with the destination
 values (and vice versa), masked by ``flow_mask``, the filters of FLOW rules.
@@ -48,6 +58,8 @@ __all__ = [
     "ADDR4_BUCKET_BITS",
     "Ipv4Index",
     "ipv4_index",
+    "key_field",
+    "word_mask",
     "packet_values",
     "class_of",
     "lookup",
@@ -127,6 +139,8 @@ class FieldTable:
     field: Field
     classes: list[int]  # class id -> bitmask of filters (bit i = filter i)
     intervals: list[Interval]
+    # class id -> bitmask of vector words (bit w = word w) holding filters keyed on this field in the class
+    key_summaries: list[int]
 
     @property
     def used(self) -> bool:
@@ -143,6 +157,8 @@ class ClassifierTables:
     filter_rule: list[int]  # filter bit -> index of its rule in the rules the tables hold (tables_of)
     flow_mask: int  # filters of FLOW rules
     fields: dict[Field, FieldTable] = field(default_factory=dict)
+    unkeyed: int = 0  # bitmask of the vector words holding filters that constrain no field
+    keyed_fields: int = 0  # bitmask of the fields some filter is keyed on (bit = Field value)
 
     @property
     def nwords(self) -> int:
@@ -155,22 +171,58 @@ class ClassifierTables:
         return sum(1 << f for f, t in self.fields.items() if t.used)
 
 
-# Per field, the (family, lo, hi) ranges a filter accepts on it; empty: the field is open.
-_ACCEPTED: dict[Field, Callable[[CompiledFilter], list[tuple[int, int, int]]]] = {
-    Field.SRC: lambda f: [(r.family, r.lo, r.hi) for r in f.src],
-    Field.DST: lambda f: [(r.family, r.lo, r.hi) for r in f.dst],
-    Field.TUN_SRC: lambda f: [(r.family, r.lo, r.hi) for r in f.tun_src],
-    Field.TUN_DST: lambda f: [(r.family, r.lo, r.hi) for r in f.tun_dst],
-    Field.SPORT: lambda f: [(0, p.lo, p.hi) for p in f.sport],
-    Field.DPORT: lambda f: [(0, p.lo, p.hi) for p in f.dport],
-    Field.TUN_SPORT: lambda f: [(0, p.lo, p.hi) for p in f.tun_sport],
-    Field.TUN_DPORT: lambda f: [(0, p.lo, p.hi) for p in f.tun_dport],
-    Field.PROTO: lambda f: [(0, p, p) for p in f.protocols],
-    Field.VLAN: lambda f: [(0, v, v) for v in f.vlans],
-    Field.DSCP: lambda f: [] if f.dscp is None else [(0, f.dscp, f.dscp)],
-    Field.TC: lambda f: [] if f.tc is None else [(0, f.tc, f.tc)],
-    Field.QFI: lambda f: [] if f.qfi is None else [(0, f.qfi, f.qfi)],
+# Per field, the (family, lo, hi) ranges a filter accepts on it; empty: the field is open (the shared empty
+# tuple: most filters leave most fields open, and tables_of holds every field's at once).
+Ranges = Sequence[tuple[int, int, int]]
+_ACCEPTED: dict[Field, Callable[[CompiledFilter], Ranges]] = {
+    Field.SRC: lambda f: [(r.family, r.lo, r.hi) for r in f.src] if f.src else (),
+    Field.DST: lambda f: [(r.family, r.lo, r.hi) for r in f.dst] if f.dst else (),
+    Field.TUN_SRC: lambda f: [(r.family, r.lo, r.hi) for r in f.tun_src] if f.tun_src else (),
+    Field.TUN_DST: lambda f: [(r.family, r.lo, r.hi) for r in f.tun_dst] if f.tun_dst else (),
+    Field.SPORT: lambda f: [(0, p.lo, p.hi) for p in f.sport] if f.sport else (),
+    Field.DPORT: lambda f: [(0, p.lo, p.hi) for p in f.dport] if f.dport else (),
+    Field.TUN_SPORT: lambda f: [(0, p.lo, p.hi) for p in f.tun_sport] if f.tun_sport else (),
+    Field.TUN_DPORT: lambda f: [(0, p.lo, p.hi) for p in f.tun_dport] if f.tun_dport else (),
+    Field.PROTO: lambda f: [(0, p, p) for p in f.protocols] if f.protocols else (),
+    Field.VLAN: lambda f: [(0, v, v) for v in f.vlans] if f.vlans else (),
+    Field.DSCP: lambda f: () if f.dscp is None else ((0, f.dscp, f.dscp),),
+    Field.TC: lambda f: () if f.tc is None else ((0, f.tc, f.tc),),
+    Field.QFI: lambda f: () if f.qfi is None else ((0, f.qfi, f.qfi),),
 }
+
+
+def _share(fld: Field, ranges: Ranges) -> float:
+    """The share of the field's domain (per family for addresses) that ``ranges`` accept; a protocol counts
+    as all of its domain, since traffic is mostly TCP and UDP (a filter keyed on UDP would make every UDP
+    packet's words candidates)."""
+    if fld is Field.PROTO:
+        return 1.0
+    return sum((hi - lo + 1) / ((1 << FAMILY_BITS[family]) if family else VALUE_DOMAIN[fld])
+               for family, lo, hi in ranges)
+
+
+def _keys(accepted: dict[Field, list[Ranges]], n: int) -> list[Field | None]:
+    """Each of ``n`` filters' key field, from what each accepts on each field (``accepted[field][filter]``)."""
+    best: list[tuple[float, Field | None]] = [(2.0, None)] * n  # every share is at most 1
+    for fld in Field:  # in id order: the lower id wins a tie
+        for bit, ranges in enumerate(accepted[fld]):
+            if ranges:
+                share = _share(fld, ranges)
+                if share < best[bit][0]:
+                    best[bit] = (share, fld)
+    return [key for _, key in best]
+
+
+def key_field(f: CompiledFilter) -> Field | None:
+    """The field ``f`` is keyed on: of those it constrains, the one accepting the smallest share of its
+    domain (the lower field id on a tie); None when it constrains none."""
+    return _keys({fld: [accepted(f)] for fld, accepted in _ACCEPTED.items()}, 1)[0]
+
+
+def word_mask(summary: int, nwords: int) -> int:
+    """The filter bitmask of every filter in the words ``summary`` names (bit w: filters 64w..64w+63)."""
+    return int.from_bytes(b"".join(b"\xff" * 8 if summary >> w & 1 else bytes(8) for w in range(nwords)),
+                          "little")
 
 
 def _mask(bits: Iterable[int], nbits: int) -> int:
@@ -182,39 +234,47 @@ def _mask(bits: Iterable[int], nbits: int) -> int:
     return int.from_bytes(buf, "little")
 
 
-def _field_table(fld: Field, filters: Sequence[CompiledFilter]) -> FieldTable:
-    """Cut the field's domain into elementary intervals, each labelled with its class."""
-    accepted = _ACCEPTED[fld]
+def _field_table(fld: Field, accepted: list[Ranges], keys: Sequence[Field | None]) -> FieldTable:
+    """Cut the field's domain into elementary intervals, each labelled with its class and the class's key
+    summary (``accepted``: what each filter accepts on the field; ``keys``: each filter's key field)."""
     open_bits: list[int] = []
     events: dict[int, dict[int, list[tuple[int, int]]]] = {}  # family -> point -> [(bit, +1/-1)]
-    for bit, f in enumerate(filters):
-        ranges = accepted(f)
+    for bit, ranges in enumerate(accepted):
         if not ranges:
             open_bits.append(bit)
         for family, lo, hi in ranges:
             at = events.setdefault(family, {})
             at.setdefault(lo, []).append((bit, 1))
             at.setdefault(hi + 1, []).append((bit, -1))
-    all_filters = (1 << len(filters)) - 1
+    all_filters = (1 << len(accepted)) - 1
     if not events:  # no filter constrains the field
-        return FieldTable(fld, [all_filters], [], all_filters=all_filters)
-    open_mask = _mask(open_bits, len(filters))
+        return FieldTable(fld, [all_filters], [], [0], all_filters=all_filters)
+    open_mask = _mask(open_bits, len(accepted))
     classes: dict[int, int] = {open_mask: 0}
+    summaries = [0]  # class id -> key summary; class 0 holds no filter keyed here (it constrains the field)
     intervals: list[Interval] = []
     for family in sorted(events):
         cover: dict[int, int] = {}  # bit -> how many of its ranges cover the current point
-        mask = 0
+        keyed_in_word: dict[int, int] = {}  # word -> filters keyed here covering the current point
+        mask = summary = 0
         points = sorted(events[family])
         for i, point in enumerate(points[:-1]):
             for bit, delta in events[family][point]:
-                cover[bit] = cover.get(bit, 0) + delta
+                was = cover.get(bit, 0)
+                cover[bit] = was + delta
                 if cover[bit]:
                     mask |= 1 << bit
                 else:
                     mask &= ~(1 << bit)
+                if keys[bit] == fld and (was == 0) != (cover[bit] == 0):  # a filter keyed here entered or left
+                    word = bit >> 6
+                    keyed_in_word[word] = keyed_in_word.get(word, 0) + delta
+                    summary = summary | 1 << word if keyed_in_word[word] else summary & ~(1 << word)
             if not mask:
                 continue
             cls = classes.setdefault(open_mask | mask, len(classes))
+            if cls == len(summaries):
+                summaries.append(summary)
             lo, hi = point, points[i + 1] - 1
             last = intervals[-1] if intervals else None
             if last and (last.family, last.cls, last.hi + 1) == (family, cls, lo):
@@ -222,7 +282,7 @@ def _field_table(fld: Field, filters: Sequence[CompiledFilter]) -> FieldTable:
             else:
                 intervals.append(Interval(family, lo, hi, cls))
     by_id = sorted(classes, key=classes.__getitem__)
-    return FieldTable(fld, by_id, intervals, all_filters=all_filters)
+    return FieldTable(fld, by_id, intervals, summaries, all_filters=all_filters)
 
 
 def build_tables(rs: CompiledRuleSet) -> ClassifierTables:
@@ -243,9 +303,13 @@ def tables_of(rules: Sequence[CompiledRule], generation: int) -> ClassifierTable
                 flow_bits.append(len(filters))
             filters.append(f)
             filter_rule.append(slot)
+    accepted = {fld: [ranges(f) for f in filters] for fld, ranges in _ACCEPTED.items()}
+    keys = _keys(accepted, len(filters))
     tables = ClassifierTables(generation, len(filters), filter_rule, _mask(flow_bits, len(filters)))
     for fld in Field:
-        tables.fields[fld] = _field_table(fld, filters)
+        tables.fields[fld] = _field_table(fld, accepted[fld], keys)
+    tables.unkeyed = sum({1 << (bit >> 6) for bit, key in enumerate(keys) if key is None})
+    tables.keyed_fields = sum({1 << key for key in keys if key is not None})
     return tables
 
 
@@ -363,11 +427,16 @@ def lookup(tables: ClassifierTables, p: Parsed, enabled: int | None = None) -> t
     compute it.
 
     A pure-Python model of the native classifiers, tested against
-    ``reference.classify``; never on a hot path.
+    ``reference.classify``; never on a hot path. Like XDP's, it ANDs only the
+    words the key summaries name.
     """
     def first(values: dict[Field, tuple[int, int] | None], mask: int) -> int | None:
+        candidates = tables.unkeyed
         for fld, table in tables.fields.items():
-            mask &= table.classes[class_of(table, values[fld])]
+            cls = class_of(table, values[fld])
+            mask &= table.classes[cls]
+            candidates |= table.key_summaries[cls]
+        mask &= word_mask(candidates, tables.nwords)
         return (mask & -mask).bit_length() - 1 if mask else None
 
     everything = (1 << tables.nfilters) - 1 if enabled is None else enabled

@@ -19,7 +19,7 @@ from tests.dataplane.cases import (GTP_TUNNEL, HTTP, HTTP_SYN, KEY_CASES, TO_APP
                                   frame_bytes)
 from tests.dataplane.differential import run_all
 from mep.dataplane.reference import ReferenceEngine
-from tests.packets import APP1, APP2, N6, SERVER, tcp
+from tests.packets import APP1, APP2, N6, SERVER, tcp, udp
 from tests.rulesets import dataplane_config, rule, ruleset
 
 pytestmark = pytest.mark.needs_bpf
@@ -275,6 +275,44 @@ def test_more_flows_than_cache_ways_still_classify_exactly(xdp_engine) -> None: 
     for order in (frames, frames, frames[::-1]):  # fill, then hits and evictions in both directions
         got = {f: xdp_engine.process(f, N6) for f in order}
         assert [(got[f].verdict, got[f].rule_id) for f in frames] == want
+
+
+def test_matches_past_the_first_key_summary_word_are_found() -> None:  # type: ignore[no-untyped-def]
+    """One key summary word names 64 vector words (4,096 filters): a match in a later word, one of a filter
+    keyed on no field at the very end, and no match, each as the reference engine says."""
+    import shutil
+    from pathlib import Path
+
+    from mep.config import Capacity, Config, DataplaneConfig
+    from mep.dataplane.xdp import XdpEngine
+    from tests.fixtures.netns import make_ports_netns, remove_netns
+    from tests.packets import PORTS
+
+    capacity = Capacity(rules=5000, filters=8192, flows=4096, dns_names=64)
+    rules = [rule(f"p{i}", "DROP", 10, [{"protocol": ["UDP"], "dstPort": [str(10_000 + i)]}]) for i in range(4400)]
+    rules.append(rule("catch-all", "PASSTHROUGH", 200, [{}]))  # keyed on nothing: filter 4,400, word 68
+    rs = ruleset(rules, capacity=capacity)
+    reference = ReferenceEngine()
+    reference.apply(rs)
+    frames = [frame_bytes(p) for p in (udp(dport=10_005), udp(dport=14_300), udp(dport=14_399), udp(dport=9_999),
+                                       tcp(dport=14_300))]
+    want = [(r.verdict, r.rule_id) for r in (reference.process(f, N6) for f in frames)]
+    assert [w[1] for w in want] == [rs.rules[5].rule_id, rs.rules[4300].rule_id, rs.rules[4399].rule_id,
+                                    rs.rules[4400].rule_id, rs.rules[4400].rule_id]
+    netns_name = make_ports_netns(f"mep-test-keys-{os.getpid()}")
+    pin_root = Path("/sys/fs/bpf") / f"mep-test-keys-{os.getpid()}"
+    engine = None
+    try:
+        engine = XdpEngine(Config(instance="keys", dataplane=DataplaneConfig(
+            ports=PORTS, capacity=capacity, pin_root=pin_root)), netns=netns_name)
+        engine.apply(rs)
+        assert [(r.verdict, r.rule_id) for r in (engine.process(f, N6) for f in frames)] == want
+    finally:
+        if engine is not None:
+            engine.detach(unpin=True)
+            engine.close()
+        shutil.rmtree(pin_root, ignore_errors=True)
+        remove_netns(netns_name)
 
 
 def test_the_program_verifies_at_the_largest_capacity_the_config_accepts() -> None:  # type: ignore[no-untyped-def]

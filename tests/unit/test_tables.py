@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from mep.dataplane.packet import Parsed, parse
 from mep.dataplane.reference import classify
 from mep.dataplane.tables import (ADDR4_BUCKET_BITS, FAMILY_BITS, VALUE_DOMAIN, Field, FieldTable, Interval,
-                                  build_tables, enabled_filters, ipv4_index, iter_value_classes, lookup, tables_of)
+                                  build_tables, enabled_filters, ipv4_index, iter_value_classes, key_field, lookup,
+                                  tables_of, word_mask)
 from tests.rulesets import rule, ruleset
 from tests.strategies import frame, rule_list
 
@@ -33,6 +34,43 @@ def test_tables_agree_with_the_linear_scan(rules: list[dict], frames: list[bytes
         assert lookup(tables, p) == want
         got = lookup(kept, p, enabled)
         assert (None if got is None else (every[got[0]], got[1])) == hit
+
+
+def _words(mask: int, nwords: int) -> int:
+    return sum(1 << w for w in range(nwords) if mask >> (64 * w) & (2**64 - 1))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules=rule_list(max_rules=80))
+def test_key_summaries_name_the_words_of_the_filters_keyed_on_each_class(rules: list[dict]) -> None:  # type: ignore[type-arg]
+    rs = ruleset(rules)
+    tables = build_tables(rs)
+    keys = [key_field(f) for r in rs.rules for f in r.filters]
+    for fld, table in tables.fields.items():
+        keyed = sum(1 << bit for bit, key in enumerate(keys) if key == fld)
+        assert table.key_summaries == [_words(mask & keyed, tables.nwords) for mask in table.classes]
+    assert tables.unkeyed == _words(sum(1 << bit for bit, key in enumerate(keys) if key is None), tables.nwords)
+    assert tables.keyed_fields == sum({1 << key for key in keys if key is not None})
+
+
+KEYS = [
+    ({"dstAddress": ["198.19.0.1/32"], "protocol": ["TCP"], "dstPort": ["443"]}, Field.DST),
+    ({"srcAddress": ["198.18.0.0/15"], "dstPort": ["443"]}, Field.DPORT),  # 2^-16 of the ports, 2^-15 of IPv4
+    ({"srcPort": ["1024-6000"], "protocol": ["UDP"]}, Field.SPORT),  # a protocol only keys what sets nothing else
+    ({"protocol": ["SCTP"]}, Field.PROTO),
+    ({"dSCP": 46}, Field.DSCP),
+    ({}, None),
+]
+
+
+def test_each_filter_is_keyed_on_its_most_selective_field() -> None:
+    rs = ruleset([rule(f"r{i}", filters=[f]) for i, (f, _) in enumerate(KEYS)])
+    assert [key_field(r.filters[0]) for r in rs.rules] == [key for _, key in KEYS]
+
+
+def test_word_mask_covers_the_named_words() -> None:
+    assert word_mask(0b101, 3) == (2**64 - 1) | (2**64 - 1) << 128
+    assert word_mask(0, 4) == 0
 
 
 def test_value_runs_cover_the_domain_and_absent() -> None:
@@ -90,7 +128,7 @@ def test_the_ipv4_first_level_names_the_interval_that_holds_each_address(ends: l
     search only there); the binary search over their ends, then its start, gives the class a scan gives."""
     ends.sort()
     intervals = [Interval(4, lo, hi, 1 + i) for i, (lo, hi) in enumerate(zip(ends[::2], ends[1::2]))]
-    index = ipv4_index(FieldTable(Field.DST, [0] * (len(intervals) + 1), intervals))
+    index = ipv4_index(FieldTable(Field.DST, [0] * (len(intervals) + 1), intervals, [0] * (len(intervals) + 1)))
     assert len(index.starts) - 1 <= 1 << ADDR4_BUCKET_BITS
     edges = [v for iv in intervals for v in (iv.lo - 1, iv.lo, iv.hi, iv.hi + 1)]
     for v in [*probes, *edges, seed]:

@@ -14,9 +14,12 @@ union mep_addr {
 	__u32 w[4];
 };
 
-/* mep_vectors: one filter bit vector (bit i of word i/64 = filter i). */
+/* mep_vectors: one filter bit vector (bit i of word i/64 = filter i) and its
+ * key summary (bit j of key[j/64]: word j holds a filter keyed on the field
+ * in this class; mep/dataplane/tables.py). */
 struct vec {
 	__u64 w[MEP_FILTER_WORDS];
+	__u64 key[MEP_SUMMARY_WORDS];
 };
 
 /* mep_sets: one per half of the double buffer. */
@@ -24,6 +27,7 @@ struct set_cfg {
 	__u32 generation;
 	__u32 nwords;                  /* vector words in use (<= MEP_FILTER_WORDS) */
 	__u32 used_fields;             /* bit per field id: skip the rest */
+	__u32 keyed_fields;            /* bit per field id some filter is keyed on: OR their key summaries */
 	__u32 nrules;
 	__u32 flow_vector;             /* vector of FLOW rules' filters, MEP_NO_VECTOR if none */
 	__u32 vector_base[MEP_NFIELDS];  /* field f's class c is vector vector_base[f] + c */

@@ -9,15 +9,19 @@
  *   - per field, a class lookup gives a vector index: an LPM trie for the four
  *     address fields (src, dst, tunnel src, tunnel dst), one array for the nine
  *     value fields (ports, protocol, VLAN, DSCP, TC, QFI);
- *   - the AND of the used fields' vectors, word by word, stops at the first
- *     non-zero word; its lowest bit is the first matching filter (filters are
- *     numbered in match order), mep_filter_rule gives its rule slot.
- * Cost: ~13 class lookups, then about 1 ns per 64 filters scanned before
+ *   - the OR of the classes' key summaries names the words that can hold a
+ *     match (a filter matches only where the class of the field it is keyed
+ *     on holds it);
+ *   - the AND of the used fields' vectors, over those words in order, stops
+ *     at the first non-zero word; its lowest bit is the first matching
+ *     filter (filters are numbered in match order), mep_filter_rule gives
+ *     its rule slot.
+ * Cost: ~13 class lookups, then about 2 ns per candidate word ANDed before
  * the first hit (docs/classifier.md). The flow cache (key: every matchable
  * field + generation) makes established flows one array lookup.
  * Verifier note: bcc 0.26 cannot call bpf_loop (no BPF_PSEUDO_FUNC
- * relocation), so the scan is a bounded loop over MEP_FILTER_WORDS with an
- * early exit at cfg->nwords; the field loop is unrolled so each vector
+ * relocation), so the scan is two bounded loops (summary words, then the
+ * candidate bits of each); the field loop is unrolled so each vector
  * pointer has a constant stack slot the verifier can track.
  * Included by the entry file.
  */
@@ -56,6 +60,7 @@ struct field_values {
 	__u8 fwd;
 	__u8 rev;
 	__u8 pad[2];
+	__u64 candidates[MEP_SUMMARY_WORDS]; /* scan(): the words its key summaries name */
 	struct addr_class_key class_key; /* addr_class()'s LPM key: one per unrolled field on the stack overflowed it */
 };
 
@@ -204,9 +209,10 @@ static __always_inline struct vec *vector_at(__u32 half, __u32 index)
  * filters of dormant rules, maps/classifier.py); reverse, the enabled FLOW
  * rules' ones.
  * Fields no filter uses are not looked up: they AND the half's all-ones
- * vector, looked up once. Every pointer in v[] is non-NULL, so the verifier
- * sees one path through the setup (a pointer that may be NULL per field gave
- * it 2^13 paths). */
+ * vector, looked up once (whose key summary names the words of the filters
+ * that constrain no field). Every pointer in v[] is non-NULL, so the
+ * verifier sees one path through the setup (a pointer that may be NULL per
+ * field gave it 2^13 paths). */
 #define MEP_COMMON_FIELD(f) ((f) == MEP_F_SRC || (f) == MEP_F_DST || (f) == MEP_F_SPORT || (f) == MEP_F_DPORT || \
 			     (f) == MEP_F_PROTO || (f) == MEP_F_DSCP)
 
@@ -214,13 +220,19 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 				const struct vec *only, __u32 *bit)
 {
 	struct vec *v[MEP_NFIELDS], *ones = vector_at(half, MEP_ALL_ONES_VECTOR);
-	__u32 used = cfg->used_fields;
-	__u64 nwords = cfg->nwords, i;
+	__u32 used = cfg->used_fields, keyed = cfg->keyed_fields;
+	__u64 nwords = cfg->nwords, k, j;
 	int f;
 
 	if (!only || !ones)
 		return 0;
 
+	/* The candidate words gather in map memory (*fv): OR-ed in the scan
+	 * loop, each vector's summary address was one more pointer on the
+	 * 512-byte stack. */
+#pragma unroll
+	for (k = 0; k < MEP_SUMMARY_WORDS; k++)
+		fv->candidates[k] = ones->key[k];
 #pragma unroll
 	for (f = 0; f < MEP_NFIELDS; f++) {
 		v[f] = ones;
@@ -230,37 +242,56 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 			v[f] = vector_at(half, cfg->vector_base[f] + cls);
 			if (!v[f])
 				return 0;
+			if (keyed & (1u << f)) {
+#pragma unroll
+				for (k = 0; k < MEP_SUMMARY_WORDS; k++)
+					fv->candidates[k] |= v[f]->key[k];
+			}
 		}
 	}
-	/* The word index is 64-bit: as a __u32 it was zero-extended (shift
-	 * left, shift right) twice a word, and the scan to the bottom at 10,000
-	 * rules took ~25 % longer (bench/xdp_rules.py). */
-	for (i = 0; i < MEP_FILTER_WORDS; i++) {
-		__u64 acc = ~0ULL, w = i;
+	/* Indexes are 64-bit: as __u32 each was zero-extended (shift left,
+	 * shift right) twice a word, and the scan to the bottom at 10,000 rules
+	 * took ~25 % longer (bench/xdp_rules.py). */
+#pragma clang loop unroll(disable)
+	for (k = 0; k < MEP_SUMMARY_WORDS; k++) {
+		__u64 candidates, s = k;
 
 		/* Keep clang from fusing the two bounds into one down-counter the
 		 * verifier cannot bound (seen here: "invalid access to map value"). */
-		asm volatile("" : "+r"(w));
-		if (w >= nwords || w >= MEP_FILTER_WORDS)
+		asm volatile("" : "+r"(s));
+		if (s * 64 >= nwords || s >= MEP_SUMMARY_WORDS)
 			break;
-		/* the six fields most filters set first; the other seven and the
-		 * filters in force only for words those leave non-zero (-28..34 %
-		 * on scans to the bottom at 10k rules; the filters in force left
-		 * out of the first six: another -5 %; bench/xdp_rules.py) */
+		candidates = fv->candidates[s];
+#pragma clang loop unroll(disable)
+		for (j = 0; j < 64; j++) {
+			__u64 acc = ~0ULL, w;
+
+			if (!candidates)
+				break;
+			w = s * 64 + ctz64(candidates);
+			candidates &= candidates - 1;
+			if (w >= nwords || w >= MEP_FILTER_WORDS)
+				break;
+			/* the six fields most filters set first; the other seven and
+			 * the filters in force only for words those leave non-zero
+			 * (-28..34 % on scans to the bottom at 10k rules; the filters
+			 * in force left out of the first six: another -5 %;
+			 * bench/xdp_rules.py) */
 #pragma unroll
-		for (f = 0; f < MEP_NFIELDS; f++)
-			if (MEP_COMMON_FIELD(f))
-				acc &= v[f]->w[w];
-		if (!acc)
-			continue;
+			for (f = 0; f < MEP_NFIELDS; f++)
+				if (MEP_COMMON_FIELD(f))
+					acc &= v[f]->w[w];
+			if (!acc)
+				continue;
 #pragma unroll
-		for (f = 0; f < MEP_NFIELDS; f++)
-			if (!MEP_COMMON_FIELD(f))
-				acc &= v[f]->w[w];
-		acc &= only->w[w];
-		if (acc) {
-			*bit = w * 64 + ctz64(acc);
-			return 1;
+			for (f = 0; f < MEP_NFIELDS; f++)
+				if (!MEP_COMMON_FIELD(f))
+					acc &= v[f]->w[w];
+			acc &= only->w[w];
+			if (acc) {
+				*bit = w * 64 + ctz64(acc);
+				return 1;
+			}
 		}
 	}
 	return 0;

@@ -18,6 +18,8 @@
 
 /* Words of one filter bit vector: one bit per filter, 64 filters a word. */
 #define MEP_FILTER_WORDS ((MEP_MAX_FILTERS + 63) / 64)
+/* Words of a vector's key summary: one bit per vector word. */
+#define MEP_SUMMARY_WORDS ((MEP_FILTER_WORDS + 63) / 64)
 
 /* Bounded walks; the same bounds as mep/dataplane/packet.py (MAX_*). */
 #define MEP_MAX_IPV6_EXT 6

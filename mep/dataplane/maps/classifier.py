@@ -10,7 +10,9 @@ Vector layout within a half: index 0 is the all-ones vector (fields no
 filter uses point there), index 1 the filters of the rules enforced
 (ENABLED: the tables may hold dormant rules' filters too, ANDed out by it),
 then the FLOW filters' mask (enforced ones only) when there are FLOW rules,
-then each used field's classes in field order. ``Layout`` records it for
+then each used field's classes in field order. A vector's ``key`` words hold
+its key summary (tables.py): a class's, the all-ones vector's the words of
+the filters that constrain no field, 0 for the others. ``Layout`` records it for
 mep_sets (maps/ruleset.py). The classes depend on the filters only, so a
 change of which rules are enforced writes vectors 1 and the FLOW mask.
 
@@ -41,6 +43,7 @@ _serials = itertools.count(1)
 AddrEntry = tuple[int, int, int, int]  # (field, family, network, prefix length): IPv6
 Addr4Header = tuple[int, int, int, int]  # (intervals, first start, last end, shift) of a field's IPv4 index
 Addr4Entry = tuple[int, int, int]  # (lo, hi, class): one IPv4 interval
+Vector = tuple[int, int]  # (filter bitmask, key summary): one mep_vectors value
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Layout:
 
     nwords: int
     used_fields: int
+    keyed_fields: int
     vector_base: tuple[int, ...]  # per field
     flow_vector: int  # NO_VECTOR when there are no FLOW rules
     vectors: int
@@ -60,7 +64,7 @@ class _Half:
     source: int = 0  # the Prepared.serial written whole into the half, 0: none (or since changed)
     addr: dict[AddrEntry, int] = field(default_factory=dict)
     values: dict[int, int] = field(default_factory=dict)  # index -> class, the non-zero entries only
-    vectors: dict[int, bytes] = field(default_factory=dict)  # index -> the map value's bytes
+    vectors: dict[int, Vector] = field(default_factory=dict)
     filter_rule: list[int] = field(default_factory=list)
     addr4: dict[int, Addr4Entry] = field(default_factory=dict)  # mep_addr4 index in the half -> entry
     addr4_first: dict[int, int] = field(default_factory=dict)  # mep_addr4_first index in the half -> entry
@@ -72,22 +76,22 @@ class Prepared:
 
     tables: ClassifierTables
     layout: Layout
-    vectors: dict[int, int]  # index -> filter bitmask
+    vectors: dict[int, Vector]
     addr: dict[AddrEntry, int]
     addr4: dict[int, Addr4Entry]  # mep_addr4 index within a half -> IPv4 interval (used address fields)
     addr4_first: dict[int, int]  # mep_addr4_first index within a half -> first interval of the bucket
     serial: int = field(default_factory=lambda: next(_serials))  # names it for ``write``'s shortcut
 
 
-def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, int]]:
-    """The half's vector layout and every vector (index -> filter bitmask); ``write`` replaces those that
-    depend on which rules are enforced (ENABLED and the FLOW mask)."""
+def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, Vector]]:
+    """The half's vector layout and every vector; ``write`` replaces those that depend on which rules are
+    enforced (ENABLED and the FLOW mask)."""
     all_filters = (1 << tables.nfilters) - 1
-    vectors: dict[int, int] = {ALL_ONES: all_filters, ENABLED: all_filters}
+    vectors: dict[int, Vector] = {ALL_ONES: (all_filters, tables.unkeyed), ENABLED: (all_filters, 0)}
     flow_vector = NO_VECTOR
     if tables.flow_mask:
         flow_vector = len(vectors)
-        vectors[flow_vector] = tables.flow_mask
+        vectors[flow_vector] = (tables.flow_mask, 0)
     base = []
     used = tables.used_fields
     for f in Field:
@@ -95,9 +99,10 @@ def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, i
             base.append(ALL_ONES)
             continue
         base.append(len(vectors))
-        for mask in tables.fields[f].classes:
-            vectors[len(vectors)] = mask
-    layout = Layout(tables.nwords, used, tuple(base), flow_vector, len(vectors))
+        table = tables.fields[f]
+        for vector in zip(table.classes, table.key_summaries):
+            vectors[len(vectors)] = vector
+    layout = Layout(tables.nwords, used, tables.keyed_fields, tuple(base), flow_vector, len(vectors))
     return layout, vectors
 
 
@@ -189,28 +194,24 @@ class ClassifierMaps:
         only the differences are written (just the ENABLED and FLOW vectors when the half was last
         written from this very ``prepared``)."""
         tables, layout = prepared.tables, prepared.layout
-        # A vector's words in use, little-endian (word 0 = filters 0..63); the map value's other words stay 0.
-        size = 8 * layout.nwords
-        dynamic = {ENABLED: enabled}
+        dynamic = {ENABLED: (enabled, 0)}
         if layout.flow_vector != NO_VECTOR:
-            dynamic[layout.flow_vector] = tables.flow_mask & enabled
+            dynamic[layout.flow_vector] = (tables.flow_mask & enabled, 0)
         old = self._halves[half]
         try:
             if self.holds(half, prepared):
                 assert old is not None
-                now = {i: m.to_bytes(size, "little") for i, m in dynamic.items()}
-                self._write_vectors(half, old.vectors, now)
-                old.vectors.update(now)
+                self._write_vectors(half, layout.nwords, old.vectors, dynamic)
+                old.vectors.update(dynamic)
                 return layout
             new = _Half(source=prepared.serial, addr=prepared.addr, values=_value_entries(tables, layout),
-                        vectors={i: m.to_bytes(size, "little") for i, m in (prepared.vectors | dynamic).items()},
-                        filter_rule=list(tables.filter_rule))
+                        vectors=prepared.vectors | dynamic, filter_rule=list(tables.filter_rule))
             new.addr4, new.addr4_first = prepared.addr4, prepared.addr4_first
             self._write_addr4(half, old.addr4 if old else None, new.addr4, old.addr4_first if old else None,
                               new.addr4_first)
             self._write_addr(half, old.addr if old else None, new.addr)
             self._write_values(half, old.values if old else None, new.values)
-            self._write_vectors(half, old.vectors if old else None, new.vectors)
+            self._write_vectors(half, layout.nwords, old.vectors if old else None, new.vectors)
             self._write_filter_rule(half, old.filter_rule if old else None, new.filter_rule)
         except OSError as exc:
             self._halves[half] = None  # partly written: unknown until rewritten whole
@@ -267,13 +268,18 @@ class ClassifierMaps:
         leaf = self._values.Leaf
         self._batch(self._values, [base + i for i in changed], [leaf(new.get(i, 0)) for i in changed])
 
-    def _write_vectors(self, half: int, old: Optional[dict[int, bytes]], new: dict[int, bytes]) -> None:
-        changed = [i for i, raw in new.items() if old is None or old.get(i) != raw]
+    def _write_vectors(self, half: int, nwords: int, old: Optional[dict[int, Vector]],
+                       new: dict[int, Vector]) -> None:
+        changed = [i for i, vector in new.items() if old is None or old.get(i) != vector]
         base = half * self._sizes.vectors
         leaves = []
         for i in changed:
+            mask, summary = new[i]
             leaf = self._vectors.Leaf()  # zeroed: the words past the rule set's
-            ct.memmove(ct.addressof(leaf), new[i], len(new[i]))
+            # the words in use, little-endian (word 0 = filters 0..63)
+            ct.memmove(ct.addressof(leaf), mask.to_bytes(8 * nwords, "little"), 8 * nwords)
+            raw = summary.to_bytes(8 * len(leaf.key), "little")
+            ct.memmove(ct.addressof(leaf.key), raw, len(raw))
             leaves.append(leaf)
         self._batch(self._vectors, [base + i for i in changed], leaves)
 

@@ -168,6 +168,7 @@ class RulesetMaps:
         cfg.generation = generation
         cfg.nwords = layout.nwords
         cfg.used_fields = layout.used_fields
+        cfg.keyed_fields = layout.keyed_fields
         cfg.nrules = nrules
         cfg.enabled = 1  # maps/classifier.py writes vector ENABLED
         cfg.flow_vector = layout.flow_vector
