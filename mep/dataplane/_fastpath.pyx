@@ -581,8 +581,9 @@ cdef inline bint over_mtu(const fp_tables* t, uint8_t port, const uint8_t* out, 
 #    search, class 0 when none covers the value) and each class's filter vector.
 #    classify() ANDs the vectors of the fields some filter uses, most selective
 #    first, word by word; a word is abandoned at its first zero AND, and only words
-#    that every vector's summary (one bit per non-zero word) marks are read. The lowest set
-#    bit is the first matching filter, its rule the match. FLOW rules: a second scan
+#    that the classes' key summaries name (tables.py) and every vector's summary (one
+#    bit per non-zero word) marks are read. The lowest set bit is the first matching
+#    filter, its rule the match. FLOW rules: a second scan
 #    with the swapped values, masked by the FLOW filters, only over the words before
 #    the forward match; the lower rule wins, forward on a tie (tables.lookup).
 # =====================================================================================
@@ -686,16 +687,19 @@ cdef extern from *:
     """
     /* The first filter set in the AND of nvec vectors within `words` words (one up to FP_CHUNK - 1
      * words beyond may be returned too); -1: none.
-     * The vectors' summaries are ANDed first, 64 words at a time: only chunks of FP_CHUNK words holding
-     * a word where every vector has some bit set are read, so a scan costs the words that can match,
-     * not all of them. A chunk is ANDed with no branch between the vectors: a loop the compiler
+     * The candidate words, 64 at a time, are those the vectors' key summaries (sums[k] + nsum) or
+     * `unkeyed` name (tables.py: a match can be in no other word) that every vector's summary
+     * marks non-zero:
+     * only chunks of FP_CHUNK words holding a candidate are read, so a scan costs the words that
+     * can match, not all of them. A chunk is ANDed with no branch between the vectors: a loop the compiler
      * unrolls and vectorizes (SSE2 here), where a word-by-word AND stopping at the first zero
      * mispredicted its way through rule sets whose broad filters leave most words non-zero in most
      * vectors (a new flow at 1k rules, match at the bottom: 148 -> 116 ns). Vectors are padded with
      * zero words to a multiple of FP_CHUNK, so a chunk never reads past its vector and the padding
      * never matches. */
     #define FP_CHUNK 8
-    static int fp_scan(const uint64_t *const *vecs, const uint64_t *const *sums, int nvec, uint32_t words)
+    static int fp_scan(const uint64_t *const *vecs, const uint64_t *const *sums, int nvec,
+                       const uint64_t *unkeyed, uint32_t nsum, uint32_t words)
     {
         uint32_t s, w, i;
         int k;
@@ -712,9 +716,12 @@ cdef extern from *:
             return -1;
         }
         for (s = 0; (s << 6) < words; s++) {
-            uint64_t cand = sums[0][s];
-            for (k = 1; k < nvec && cand; k++)
+            uint64_t cand = ~(uint64_t)0, key = unkeyed[s];
+            for (k = 0; k < nvec; k++) {
                 cand &= sums[k][s];
+                key |= sums[k][nsum + s];
+            }
+            cand &= key;
             while (cand) {
                 uint64_t acc[FP_CHUNK];
 
@@ -738,7 +745,8 @@ cdef extern from *:
     """
     enum:
         FP_CHUNK
-    int fp_scan(const uint64_t** vecs, const uint64_t** sums, int nvec, uint32_t words) nogil
+    int fp_scan(const uint64_t** vecs, const uint64_t** sums, int nvec, const uint64_t* unkeyed, uint32_t nsum,
+                uint32_t words) nogil
 
 
 cdef int classify(const fp_tables* t, const parsed_t* p, bint* reverse) noexcept nogil:
@@ -757,8 +765,8 @@ cdef int classify(const fp_tables* t, const parsed_t* p, bint* reverse) noexcept
             f = t.used[k]
             cls = field_class(t, f, p, False)
             vecs[k] = t.vectors[f] + <size_t>cls * t.stride
-            sums[k] = t.summaries[f] + <size_t>cls * t.nsum
-        fwd = fp_scan(vecs, sums, t.nused, t.nwords)
+            sums[k] = t.summaries[f] + <size_t>cls * 2 * t.nsum
+        fwd = fp_scan(vecs, sums, t.nused, t.unkeyed, t.nsum, t.nwords)
     if t.flow_mask == NULL:
         return t.filter_rule[fwd] if fwd >= 0 else -1
     vecs[0] = t.flow_mask
@@ -767,8 +775,8 @@ cdef int classify(const fp_tables* t, const parsed_t* p, bint* reverse) noexcept
         f = t.used[k]
         cls = field_class(t, f, p, True)
         vecs[k + 1] = t.vectors[f] + <size_t>cls * t.stride
-        sums[k + 1] = t.summaries[f] + <size_t>cls * t.nsum
-    rev = fp_scan(vecs, sums, t.nused + 1, t.nwords if fwd < 0 else <uint32_t>(fwd // 64) + 1)
+        sums[k + 1] = t.summaries[f] + <size_t>cls * 2 * t.nsum
+    rev = fp_scan(vecs, sums, t.nused + 1, t.unkeyed, t.nsum, t.nwords if fwd < 0 else <uint32_t>(fwd // 64) + 1)
     if rev >= 0 and (fwd < 0 or t.filter_rule[rev] < t.filter_rule[fwd]):
         reverse[0] = True
         return t.filter_rule[rev]
@@ -962,6 +970,9 @@ cdef class RuleTables:
         t.nwords = nwords
         t.stride = stride
         t.nsum = (stride + 63) // 64 if stride else 1
+        t.unkeyed = <uint64_t*>self._alloc(8 * t.nsum)
+        raw = tables.unkeyed.to_bytes(8 * t.nsum, "little")
+        memcpy(t.unkeyed, PyBytes_AS_STRING(raw), 8 * t.nsum)
         t.nrules = len(ruleset.rules)
         t.default_drop = ruleset.default_verdict.name == "DROP"
         t.filter_rule = <uint32_t*>self._alloc(4 * max(1, t.nfilters))
@@ -971,7 +982,7 @@ cdef class RuleTables:
             t.flow_mask = <uint64_t*>self._alloc(8 * stride)
             raw = tables.flow_mask.to_bytes(8 * stride, "little")
             memcpy(t.flow_mask, PyBytes_AS_STRING(raw), 8 * stride)
-            t.flow_summary = <uint64_t*>self._alloc(8 * t.nsum)
+            t.flow_summary = <uint64_t*>self._alloc(16 * t.nsum)
             summarize(t.flow_mask, stride, t.flow_summary)
         # rules, and their ids in ascending order for the flow-state check
         t.rules = <fp_rule*>self._alloc(sizeof(fp_rule) * max(1, t.nrules))
@@ -1021,11 +1032,13 @@ cdef class RuleTables:
             t.used[i] = int(f)
             table = tables.fields[f]
             vec = <uint64_t*>self._alloc(8 * stride * len(table.classes))
-            summary = <uint64_t*>self._alloc(8 * t.nsum * len(table.classes))
-            for cls, mask in enumerate(table.classes):
+            summary = <uint64_t*>self._alloc(16 * t.nsum * len(table.classes))
+            for cls, (mask, key_summary) in enumerate(zip(table.classes, table.key_summaries)):
                 raw = mask.to_bytes(8 * stride, "little")
                 memcpy(vec + <size_t>cls * stride, PyBytes_AS_STRING(raw), 8 * stride)
-                summarize(vec + <size_t>cls * stride, stride, summary + <size_t>cls * t.nsum)
+                summarize(vec + <size_t>cls * stride, stride, summary + <size_t>cls * 2 * t.nsum)
+                raw = key_summary.to_bytes(8 * t.nsum, "little")
+                memcpy(summary + <size_t>(2 * cls + 1) * t.nsum, PyBytes_AS_STRING(raw), 8 * t.nsum)
             t.vectors[int(f)] = vec
             t.summaries[int(f)] = summary
             if f in ADDRESS_FIELDS:

@@ -247,12 +247,14 @@ def test_rule_counters_survive_updates_removal_and_return() -> None:
 
 
 def test_rule_sets_beyond_64_vector_words_classify_as_the_reference() -> None:
-    """4,200 filters: 66 vector words, so the word summaries span two 64-bit words (nsum 2)."""
+    """4,200 filters: 66 vector words, so the word summaries span two 64-bit words (nsum 2); the last
+    filter, keyed on no field, is a candidate through the second word of ``unkeyed``."""
     n = 4200
     rules = [rule(f"p{i}", "DROP", 5, [{"protocol": ["UDP"], "dstPort": [str(1000 + i)]}]) for i in range(n)]
     rules.append(rule("flow", "FORWARD_DECAPSULATED", 9, [{"protocol": ["TCP"], "dstPort": ["80"]}],
                       dst=TO_APP1_MAC, flow=True))
-    capacity = Capacity(rules=n + 1, filters=n + 1)
+    rules.append(rule("catch-all", "PASSTHROUGH", 200, [{}]))
+    capacity = Capacity(rules=n + 2, filters=n + 2)
     rs = ruleset(rules, capacity=capacity)
     ref = ReferenceEngine()
     fast = FastpathEngine(Config(dataplane=DataplaneConfig(ports=PORTS, capacity=capacity)), io=False)
@@ -263,3 +265,4 @@ def test_rule_sets_beyond_64_vector_words_classify_as_the_reference() -> None:
     for f in frames:
         run_all(ref, [fast], frame_bytes(f), N6)
     assert fast.process(frame_bytes(udp(UE1, SERVER, 40000, 1000 + n - 1)), N6).rule_id == n
+    assert fast.process(frame_bytes(udp(UE1, SERVER, 40000, 999)), N6).rule_id == n + 2
