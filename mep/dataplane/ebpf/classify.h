@@ -16,7 +16,7 @@
  *     at the first non-zero word; its lowest bit is the first matching
  *     filter (filters are numbered in match order), mep_filter_rule gives
  *     its rule slot.
- * Cost: ~13 class lookups, then about 2 ns per candidate word ANDed before
+ * Cost: ~13 class lookups, then ~4-7 ns per candidate word ANDed before
  * the first hit (docs/classifier.md). The flow cache (key: every matchable
  * field + generation) makes established flows one array lookup.
  * Verifier note: bcc 0.26 cannot call bpf_loop (no BPF_PSEUDO_FUNC
