@@ -1,12 +1,15 @@
 """BPF_PROG_TEST_RUN: run one frame through a loaded XDP program, in the kernel.
 
-Shared by the tests, bench/, ``mep explain`` and ``mep doctor``. Two parts:
+Shared by the tests, bench/, ``mep explain`` and ``mep doctor``. Three parts:
 
 - ``prog_test_run(prog_fd, frame, ...)``: ctypes over libbpf.so.1
   ``bpf_prog_test_run_opts``; returns ``RunResult(retval, output, duration_ns)``.
   ``struct bpf_test_run_opts`` is mirrored by ``BpfTestRunOpts`` with the libbpf
   1.1 layout; tests/unit/test_testrun_layout.py checks its size and every
   offset against /usr/include/bpf/bpf.h.
+- ``map_shape(map_fd)``: a map's key size, value size and entries as the
+  kernel holds them (libbpf ``bpf_obj_get_info_by_fd``); the XDP loader
+  checks the maps it adopts with it.
 - ``ProbeProgram``: a small XDP program loaded with bcc, for machine checks
   (``mep doctor``) and tests of this wrapper. This module and xdp.py are the
   only importers of bcc (STYLE.md section 1); bcc is imported on first load,
@@ -40,6 +43,8 @@ __all__ = [
     "XdpMd",
     "RunResult",
     "prog_test_run",
+    "MapShape",
+    "map_shape",
     "ProbeProgram",
     "PROBE_ETHERTYPE",
 ]
@@ -113,16 +118,41 @@ class RunResult(NamedTuple):
 _libbpf: Any = None
 
 
-def _libbpf_test_run() -> Any:
+def _lib() -> Any:
     global _libbpf
     if _libbpf is None:
         try:
-            _libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+            lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
         except OSError as exc:
             raise DataplaneError(f"cannot load libbpf.so.1 ({exc}); fix: apt-get install libbpf1") from None
-        _libbpf.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(BpfTestRunOpts)]
-        _libbpf.bpf_prog_test_run_opts.restype = ctypes.c_int
-    return _libbpf.bpf_prog_test_run_opts
+        lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(BpfTestRunOpts)]
+        lib.bpf_prog_test_run_opts.restype = ctypes.c_int
+        lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+        lib.bpf_obj_get_info_by_fd.restype = ctypes.c_int
+        _libbpf = lib
+    return _libbpf
+
+
+class _MapInfoHead(ctypes.Structure):
+    """The start of ``struct bpf_map_info`` (include/uapi/linux/bpf.h); the kernel fills as much as asked."""
+
+    _fields_ = [(name, ctypes.c_uint32) for name in ("type", "id", "key_size", "value_size", "max_entries")]
+
+
+class MapShape(NamedTuple):
+    key_size: int
+    value_size: int
+    max_entries: int
+
+
+def map_shape(map_fd: int) -> MapShape:
+    """What the kernel holds for the map behind ``map_fd``: key size, value size, entries."""
+    info = _MapInfoHead()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    if _lib().bpf_obj_get_info_by_fd(map_fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+        err = ctypes.get_errno()
+        raise DataplaneError(f"bpf_obj_get_info_by_fd on map fd {map_fd} failed: {os.strerror(err)}")
+    return MapShape(info.key_size, info.value_size, info.max_entries)
 
 
 def prog_test_run(
@@ -170,7 +200,7 @@ def prog_test_run(
         if not live:  # the output starts at data_meta; ctx_out.data says where the frame begins
             opts.ctx_out = ctypes.cast(ctypes.pointer(ctx_out), ctypes.c_void_p)
             opts.ctx_size_out = ctypes.sizeof(XdpMd)
-    rc = _libbpf_test_run()(prog_fd, ctypes.byref(opts))
+    rc = _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
     if rc != 0:
         err = -rc if rc < 0 else ctypes.get_errno()
         name = errno_mod.errorcode.get(err, str(err))

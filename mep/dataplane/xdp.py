@@ -49,7 +49,8 @@ from .reasons import REASON_VERDICT, Reason, Verdict
 from .ruleset import PORT_STACK, CompiledDnsRule, CompiledFilter, CompiledRule, CompiledRuleSet, RuleSetDelta
 from .tables import enabled_filters, tables_of
 from ..dns.table import AnswerTable
-from .testrun import XDP_DROP, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS, XDP_REDIRECT, XDP_TX, prog_test_run
+from .testrun import (XDP_DROP, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS, XDP_REDIRECT, XDP_TX, MapShape,
+                      map_shape, prog_test_run)
 from . import links
 
 __all__ = ["XdpEngine", "program_text", "EBPF_DIR", "MIRROR_IFNAMES"]
@@ -229,7 +230,7 @@ class XdpEngine(Engine):
             load_id = f"{time.time_ns():x}"  # this load's tail-call table is pinned under its own name
             self._progs_pin = progs_pin(self._pin_dir, load_id)
             self._cflags = cflags(self._sizes, self._pin_dir, load_id=load_id) + list(extra_cflags)
-            self._bpf = self._load()
+            self._bpf = self._load(adopted)
             self._classifier = ClassifierMaps(self._bpf, self._sizes, contents_known=not adopted)
             self._rules = RulesetMaps(self._bpf, self._sizes, contents_known=not adopted)
             self._generation = 0
@@ -257,11 +258,18 @@ class XdpEngine(Engine):
         if not os.path.ismount(root):
             raise LoadError("bpffs is not mounted at /sys/fs/bpf; fix: mount -t bpf bpf /sys/fs/bpf (make setup)")
 
-    def _load(self) -> Any:
+    def _load(self, adopted: bool) -> Any:
         try:
             bpf = self._BPF(text=program_text().encode(), cflags=self._cflags)
         except Exception as exc:
             raise LoadError(f"bcc could not compile {EBPF_DIR / 'mep.c'}: {exc}") from exc
+        if adopted:
+            try:
+                self._check_pinned(bpf)
+            except LoadError:
+                bpf.cleanup()
+                self._progs_pin.unlink(missing_ok=True)  # this load's own, pinned as bcc made it
+                raise
         try:
             self._xdp_fn = bpf.load_func(b"mep_xdp", self._BPF.XDP)
             self._dns_fn = bpf.load_func(b"mep_xdp_dns", self._BPF.XDP)
@@ -275,6 +283,32 @@ class XdpEngine(Engine):
                          (MEP_PROG_XDP, self._xdp_fn)):
             progs[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
         return bpf
+
+    def _check_pinned(self, bpf: Any) -> None:
+        """Refuse maps pinned by a build of another map layout or capacity: bcc opens a pinned map as it
+        is, so the program would run on maps of other sizes (the verifier refuses some of its accesses with
+        "invalid access to map value"; others it would let through)."""
+        problems = []
+        for path in sorted(self._pin_dir.iterdir()):
+            try:
+                table = bpf[path.name.encode()]
+            except KeyError:
+                continue  # not a map of this build (a tail-call table is pinned per load)
+            have = map_shape(table.map_fd)
+            leaf = getattr(table, "sLeaf", table.Leaf)  # per-CPU tables: Leaf is sLeaf x CPUs
+            want = MapShape(ctypes.sizeof(table.Key), ctypes.sizeof(leaf), table.max_entries)
+            if have != want:
+                problems.append(f"{path.name}: pinned with {have.key_size}-byte keys, {have.value_size}-byte values,"
+                                f" {have.max_entries} entries; this build: {want.key_size}, {want.value_size},"
+                                f" {want.max_entries}")
+        if problems:
+            raise LoadError(
+                f"the maps pinned under {self._pin_dir} were made by a build with another map layout or"
+                f" dataplane.capacity, so this one cannot adopt them: {'; '.join(problems)}. Fix: stop the daemon,"
+                f" remove the XDP program from the data-plane ports (ip link set dev IFNAME xdp off) and remove"
+                f" {self._pin_dir}; the next start loads empty maps and applies the stored rule set (traffic is"
+                f" not steered in between)"
+            )
 
     def _attach_xdp(self, ifname: str, ifindex: int) -> None:
         wanted = self._config.dataplane.xdp_mode

@@ -315,6 +315,41 @@ def test_matches_past_the_first_key_summary_word_are_found() -> None:  # type: i
         remove_netns(netns_name)
 
 
+def test_maps_pinned_with_another_capacity_are_refused_with_the_fix() -> None:  # type: ignore[no-untyped-def]
+    """bcc opens a pinned map as it is: a build of another layout or capacity must not adopt it."""
+    import shutil
+    from pathlib import Path
+
+    from mep.config import Capacity, Config, DataplaneConfig
+    from mep.dataplane.maps.abi import PROGS_PIN_PREFIX
+    from mep.dataplane.xdp import XdpEngine
+    from mep.errors import LoadError
+    from tests.fixtures.netns import make_ports_netns, remove_netns
+    from tests.packets import PORTS
+
+    def config(filters: int) -> Config:
+        return Config(instance="pinned", dataplane=DataplaneConfig(
+            ports=PORTS, capacity=Capacity(rules=512, filters=filters, flows=4096, dns_names=64), pin_root=pin_root))
+
+    netns_name = make_ports_netns(f"mep-test-pins-{os.getpid()}")
+    pin_root = Path("/sys/fs/bpf") / f"mep-test-pins-{os.getpid()}"
+    try:
+        XdpEngine(config(1024), netns=netns_name).close()  # leaves its maps pinned and its program attached
+        pinned = sorted(p.name for p in (pin_root / "pinned").iterdir())
+        with pytest.raises(LoadError) as err:
+            XdpEngine(config(2048), netns=netns_name)
+        assert f"the maps pinned under {pin_root / 'pinned'} were made by a build with another" in str(err.value)
+        assert "mep_vectors: pinned with 4-byte keys, 136-byte values" in str(err.value)
+        assert "ip link set dev IFNAME xdp off" in str(err.value)
+        # nothing of the refused load is left pinned: the next start adopts the maps it found
+        assert sorted(p.name for p in (pin_root / "pinned").iterdir()) == pinned
+        assert sum(name.startswith(PROGS_PIN_PREFIX) for name in pinned) == 1
+        XdpEngine(config(1024), netns=netns_name).close()
+    finally:
+        shutil.rmtree(pin_root, ignore_errors=True)
+        remove_netns(netns_name)
+
+
 def test_the_program_verifies_at_the_largest_capacity_the_config_accepts() -> None:  # type: ignore[no-untyped-def]
     """The scan is verified once per 64 filters: at the most filters `dataplane.capacity.filters` allows the
     program must still fit the verifier's budget (a flow-cache key change once pushed it over at 32,768
