@@ -1453,6 +1453,30 @@ async def test_replace_app_config_carries_credentials_and_required_services(stor
 
 
 @pytest.mark.asyncio
+async def test_a_config_service_without_id_takes_the_first_written_of_its_name(store: Store) -> None:
+    """Of two services of one name, a configuration naming it keeps the one written first, whatever their
+    ids (the ids are random: ordered by id, the backends kept different ones)."""
+    await store.create_app(app())
+
+
+    async def put_loc(lo: str, hi: str) -> str:
+        """A new service named loc whose (random) id sorts between ``lo`` and ``hi``."""
+        for _ in range(40):  # half of the ids or more qualify each time
+            ser_id = (await store.put_service("app1", service("loc"))).service.serInstanceId
+            assert ser_id is not None
+            if lo <= ser_id < hi:
+                return ser_id
+            await store.delete_service("app1", ser_id)
+        raise AssertionError(f"40 random ids, none in [{lo}, {hi})")
+
+    first = await put_loc("8", "g")  # in the upper half, so that the second can sort before it
+    second = await put_loc("", first)
+    assert sorted(s.service.serInstanceId or "" for s in store.list_services("app1")) == [second, first]
+    await store.replace_app_config("app1", AppConfig(services=(service("loc"),)), generation=1)
+    assert [s.service.serInstanceId for s in store.list_services("app1")] == [first]
+
+
+@pytest.mark.asyncio
 async def test_reset_app_config_goes_back_a_generation(store: Store) -> None:
     await store.create_app(app())
     v1 = AppConfig(traffic_rules=(traffic_rule("keep"), traffic_rule("gone")))
