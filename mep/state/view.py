@@ -603,9 +603,10 @@ class StateView:
         body is unchanged (no event). A service given with a serInstanceId is
         stored under it (Conflict if another app produces that service); one
         given without takes the id of the app's existing service of the same
-        serName (of several, the one written first: the lowest revision, not
-        the lowest random id, so every backend keeps the same one), so a
-        re-pushed configuration keeps its service ids, or else a new uuid4. Duplicate ids within ``config`` are InvalidInput; a client
+        serName (of several, the one least recently written: the lowest
+        revision, not the lowest random id, so every backend keeps the same
+        one), so a re-pushed configuration keeps its service ids, or else a
+        new uuid4. Duplicate ids within ``config`` are InvalidInput; a client
         id another app holds is Conflict.
         ``generation`` lower than the applied one: PreconditionFailed. Equal:
         a no-op when the configuration is identical, else PreconditionFailed
