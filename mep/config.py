@@ -152,6 +152,9 @@ class PortConfig(_Section):
 class DataplaneConfig(_Section):
     engine: EngineName = EngineName.XDP
     xdp_mode: Literal["auto", "native", "generic"] = "auto"
+    # How the fastpath engine receives (docs/fastpath.md): AF_XDP where a native XDP program
+    # can hand it the port's frames, else an AF_PACKET ring ("auto"), or insist on one.
+    fastpath_receive: Literal["auto", "af_xdp", "af_packet"] = "auto"
     default_action: Literal["PASSTHROUGH", "DROP"] = "PASSTHROUGH"
     capacity: Capacity = Capacity()
     ports: list[PortConfig] = Field(default_factory=list, max_length=64)

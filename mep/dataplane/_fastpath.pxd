@@ -239,7 +239,8 @@ cdef struct fp_port_stats:
     uint64_t rx_frames
     uint64_t rx_bytes
     uint64_t rx_truncated       # captured shorter than the frame (GRO super-frames): not processed
-    uint64_t rx_dropped         # the kernel found the receive ring full (PACKET_STATISTICS)
+    uint64_t rx_dropped         # the kernel found the receive ring full (PACKET_STATISTICS; AF_XDP's added on read)
+    uint64_t rx_af_xdp          # of rx_frames, received through the AF_XDP socket
     uint64_t tx_frames          # redirected out of this port
     uint64_t tx_bytes
     uint64_t stack_frames       # handed to the kernel stack as if received on this port
@@ -247,34 +248,43 @@ cdef struct fp_port_stats:
     uint64_t tx_dropped         # an output the kernel refused (sendmmsg error), or to a port not open
 
 cdef struct fp_xsk_ring:
-    # One AF_XDP ring shared with the kernel: we produce on TX, the kernel on the completion ring.
+    # One AF_XDP ring shared with the kernel: we produce on TX and fill, the kernel on completion and RX.
     uint32_t* producer
     uint32_t* consumer
-    void* entries               # struct xdp_desc (TX) or uint64_t frame addresses (completion)
+    void* entries               # struct xdp_desc (TX, RX) or uint64_t chunk addresses (completion, fill)
     uint32_t mask
     void* map
     size_t map_bytes
 
 cdef struct fp_xsk:
-    # A send-only AF_XDP socket in copy mode: frames are copied into UMEM chunks, posted on
-    # the TX ring and handed to the driver by the kernel (no per-frame msghdr, no header probe).
+    # An AF_XDP socket in copy mode on queue 0. Sending: frames are copied into UMEM chunks,
+    # posted on the TX ring and handed to the driver by the kernel (no per-frame msghdr, no
+    # header probe). Receiving (rx_chunks > 0, xsk.py's program redirects queue 0 to it): the
+    # kernel copies frames into the chunks we gave it on the fill ring and posts them on RX.
     int fd                      # -1: not open (the port sends with tx_fd)
-    uint8_t* umem
+    uint8_t* umem               # XSK_CHUNKS send chunks, then rx_chunks receive chunks
     size_t umem_bytes
     fp_xsk_ring tx
     fp_xsk_ring cq
+    fp_xsk_ring rx
+    fp_xsk_ring fq
     uint32_t tx_prod            # our copy of the TX producer index
     uint32_t cq_cons            # our copy of the completion consumer index
-    uint64_t* free              # chunk addresses not in flight (a stack)
+    uint32_t rx_cons            # our copy of the RX consumer index
+    uint32_t fq_prod            # our copy of the fill producer index
+    uint32_t rx_chunks          # 0: send-only
+    uint8_t tx_off              # a receiving socket's sends failed: the port sends with tx_fd until retry_ns
+    uint64_t* free              # send chunk addresses not in flight (a stack)
     uint32_t nfree
-    int error                   # errno that closed it or kept it from opening
+    int error                   # errno that closed it (or, receiving, stopped its sends) or kept it from opening
+    int rx_error                # errno that kept it from opening to receive (it opened send-only)
     int ifindex
-    uint64_t retry_ns           # closed by a send error: reopen at this CLOCK_MONOTONIC time (0: never)
+    uint64_t retry_ns           # a send error: reopen (or resume sends) at this CLOCK_MONOTONIC time (0: never)
 
 cdef struct fp_io_port:
     uint8_t active
     fp_rx_ring rx
-    fp_xsk xsk                  # outputs redirected out of the port, when AF_XDP opened
+    fp_xsk xsk                  # outputs redirected out of the port, when AF_XDP opened; and frames received
     int tx_fd                   # outputs redirected out of the port (qdisc bypassed)
     int stack_fd                # PASS: marked frames the kernel turns around into the port's ingress
     fp_port_stats stats

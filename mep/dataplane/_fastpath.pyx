@@ -12,7 +12,7 @@ Sections, in file order (each states its contract at its top):
 6. the pipeline: ``process_frame`` (reference.ReferenceEngine._process) and
    ``run_batch``, a loop over frames held in one buffer at given offsets;
 7. ``Core``: the state an I/O thread and ``process()`` share, behind one mutex;
-8. I/O: TPACKET_V3 receive rings, batched sends (AF_XDP, or sendmmsg()), the receive loop;
+8. I/O: AF_XDP or TPACKET_V3 receive, batched sends (AF_XDP, or sendmmsg()), the receive loop;
 9. helpers for other parts: GTP-U encapsulation and decapsulation, checksums.
 
 Verdict and reason numbers come from ebpf/reasons.h (written once, there).
@@ -1618,9 +1618,13 @@ def touch(const uint8_t[:] buf, const uint32_t[:] offsets, const uint32_t[:] len
 #    larger than a UMEM chunk, and an AF_PACKET socket whose frames carry ``mark``,
 #    for frames passed to the kernel stack: steering.py makes the kernel turn those
 #    around into the port's own ingress (it needs the egress tc hook AF_XDP skips).
-#    Io.run() is the loop: drain every receive ring a block at a time, in batches of
-#    BATCH frames under the Core lock; send each batch's outputs, one socket at a
-#    time, before the block goes back to the kernel (outputs may point into it);
+#    Where xsk.py's XDP program can attach, the AF_XDP socket also receives: the
+#    kernel copies each frame into a chunk we gave it on the fill ring (receive
+#    chunks follow the send chunks in the UMEM) and posts it on the RX ring.
+#    Io.run() is the loop: drain every receive ring a block (or RX ring a batch) at
+#    a time, in batches of BATCH frames under the Core lock; send each batch's
+#    outputs, one socket at a time, before the block or the chunks go back to the
+#    kernel (outputs may point into them);
 #    sleep in poll() when nothing is ready. Sends copy: into UMEM chunks (AF_XDP) or
 #    by sendmmsg(). AF_XDP was measured cheaper per frame than sendmmsg (no msghdr
 #    and iovec copies, no flow-dissector probe of each frame: docs/fastpath.md); a
@@ -1782,9 +1786,13 @@ cdef extern from "<linux/if_xdp.h>" nogil:
         uint64_t consumer
         uint64_t desc
     struct xdp_mmap_offsets:
+        xdp_ring_offset rx
         xdp_ring_offset tx
         xdp_ring_offset fr
         xdp_ring_offset cr
+    struct xdp_statistics:
+        uint64_t rx_dropped
+        uint64_t rx_ring_full
     struct xdp_desc:
         uint64_t addr
         uint32_t len
@@ -1798,9 +1806,13 @@ cdef extern from "<linux/if_xdp.h>" nogil:
         XDP_UMEM_REG
         XDP_UMEM_FILL_RING
         XDP_UMEM_COMPLETION_RING
+        XDP_RX_RING
         XDP_TX_RING
         XDP_MMAP_OFFSETS
+        XDP_STATISTICS
+    unsigned long long XDP_PGOFF_RX_RING
     unsigned long long XDP_PGOFF_TX_RING
+    unsigned long long XDP_UMEM_PGOFF_FILL_RING
     unsigned long long XDP_UMEM_PGOFF_COMPLETION_RING
 
 cdef extern from "<poll.h>" nogil:
@@ -1840,9 +1852,13 @@ cdef enum:
     TX_SNDBUF_BYTES = 4 << 20       # frames a send socket may have in flight before sendmmsg() waits
     XSK_CHUNK = 2048                # bytes of a UMEM chunk: the largest frame sent through AF_XDP
     XSK_CHUNKS = 1024               # chunks (and TX / completion ring entries) per port: 2 MiB of UMEM
-    XSK_FILL = 64                   # fill ring entries (the bind needs one; this socket receives nothing)
+    XSK_FILL = 64                   # fill ring entries of a send-only socket (the bind needs one)
+    XSK_HEADROOM = 256              # XDP_PACKET_HEADROOM: where the kernel copies a received frame in its chunk
     XSK_RETRY_NS = 1000000000       # after a send error, reopen the AF_XDP socket at most this often
     XSK_STALL_KICKS = 100000        # kicks in a row that send nothing before a socket counts as stalled
+
+
+XSK_RX_MAX_FRAME = XSK_CHUNK - XSK_HEADROOM  # the largest frame an AF_XDP receive chunk holds (copy mode)
 
 
 cdef inline void cbpf(sock_filter* insn, uint16_t code, uint8_t jt, uint8_t jf, uint32_t k) noexcept nogil:
@@ -1925,8 +1941,8 @@ cdef int open_tx(int* fd, int ifindex, uint32_t mark) noexcept nogil:
 
 
 cdef int map_xsk_ring(fp_xsk_ring* r, int fd, const xdp_ring_offset* off, size_t entry_bytes,
-                      unsigned long long pgoff) noexcept nogil:
-    r.map_bytes = off.desc + XSK_CHUNKS * entry_bytes
+                      unsigned long long pgoff, uint32_t entries) noexcept nogil:
+    r.map_bytes = off.desc + entries * entry_bytes
     r.map = mmap(NULL, r.map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, <long>pgoff)
     if r.map == MAP_FAILED:
         r.map = NULL
@@ -1934,23 +1950,30 @@ cdef int map_xsk_ring(fp_xsk_ring* r, int fd, const xdp_ring_offset* off, size_t
     r.producer = <uint32_t*>(<uint8_t*>r.map + off.producer)
     r.consumer = <uint32_t*>(<uint8_t*>r.map + off.consumer)
     r.entries = <uint8_t*>r.map + off.desc
-    r.mask = XSK_CHUNKS - 1
+    r.mask = entries - 1
     return 0
 
 
-cdef int open_xsk(fp_xsk* x, int ifindex) noexcept nogil:
-    """A send-only AF_XDP socket (copy mode, queue 0) on ``ifindex`` with its UMEM; 0 or -errno."""
+cdef int open_xsk(fp_xsk* x, int ifindex, uint32_t rx_chunks) noexcept nogil:
+    """An AF_XDP socket (copy mode, queue 0) on ``ifindex`` with its UMEM; 0 or -errno.
+
+    ``rx_chunks`` 0: send-only. Else (a power of two) it also receives into
+    that many chunks, all given to the kernel on the fill ring before the bind.
+    """
     cdef xdp_umem_reg reg
     cdef xdp_mmap_offsets off
     cdef sockaddr_xdp sxdp
     cdef unsigned int n = sizeof(off)
-    cdef int size = XSK_CHUNKS, fill = XSK_FILL, sndbuf = TX_SNDBUF_BYTES, rc
+    cdef int size = XSK_CHUNKS, fill = rx_chunks if rx_chunks else XSK_FILL, nrx = rx_chunks
+    cdef int sndbuf = TX_SNDBUF_BYTES, rc
     cdef uint32_t i
     x.ifindex = ifindex
+    x.rx_chunks = rx_chunks
+    x.tx_off = 0
     x.fd = socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0)
     if x.fd < 0:
         return -errno
-    x.umem_bytes = <size_t>XSK_CHUNKS * XSK_CHUNK
+    x.umem_bytes = <size_t>(XSK_CHUNKS + rx_chunks) * XSK_CHUNK
     x.umem = <uint8_t*>mmap(NULL, x.umem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
                             -1, 0)
     if <void*>x.umem == MAP_FAILED:
@@ -1971,15 +1994,25 @@ cdef int open_xsk(fp_xsk* x, int ifindex) noexcept nogil:
             or setsockopt(x.fd, SOL_XDP, XDP_UMEM_FILL_RING, &fill, sizeof(fill)) < 0
             or setsockopt(x.fd, SOL_XDP, XDP_UMEM_COMPLETION_RING, &size, sizeof(size)) < 0
             or setsockopt(x.fd, SOL_XDP, XDP_TX_RING, &size, sizeof(size)) < 0
+            or (rx_chunks and setsockopt(x.fd, SOL_XDP, XDP_RX_RING, &nrx, sizeof(nrx)) < 0)
             or getsockopt(x.fd, SOL_XDP, XDP_MMAP_OFFSETS, &off, &n) < 0):
         return -errno
     if setsockopt(x.fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) < 0:
         setsockopt(x.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf))
-    rc = map_xsk_ring(&x.tx, x.fd, &off.tx, sizeof(xdp_desc), XDP_PGOFF_TX_RING)
+    rc = map_xsk_ring(&x.tx, x.fd, &off.tx, sizeof(xdp_desc), XDP_PGOFF_TX_RING, XSK_CHUNKS)
     if rc == 0:
-        rc = map_xsk_ring(&x.cq, x.fd, &off.cr, sizeof(uint64_t), XDP_UMEM_PGOFF_COMPLETION_RING)
+        rc = map_xsk_ring(&x.cq, x.fd, &off.cr, sizeof(uint64_t), XDP_UMEM_PGOFF_COMPLETION_RING, XSK_CHUNKS)
+    if rc == 0 and rx_chunks:
+        rc = map_xsk_ring(&x.rx, x.fd, &off.rx, sizeof(xdp_desc), XDP_PGOFF_RX_RING, rx_chunks)
+        if rc == 0:
+            rc = map_xsk_ring(&x.fq, x.fd, &off.fr, sizeof(uint64_t), XDP_UMEM_PGOFF_FILL_RING, rx_chunks)
     if rc < 0:
         return rc
+    if rx_chunks:
+        for i in range(rx_chunks):
+            (<uint64_t*>x.fq.entries)[i] = <uint64_t>(XSK_CHUNKS + i) * XSK_CHUNK
+        x.fq_prod = fp_load_acquire(x.fq.producer) + rx_chunks
+        fp_store_release(x.fq.producer, x.fq_prod)
     memset(&sxdp, 0, sizeof(sxdp))
     sxdp.sxdp_family = AF_XDP
     sxdp.sxdp_flags = XDP_COPY
@@ -1989,6 +2022,8 @@ cdef int open_xsk(fp_xsk* x, int ifindex) noexcept nogil:
         return -errno
     x.tx_prod = fp_load_acquire(x.tx.producer)
     x.cq_cons = fp_load_acquire(x.cq.consumer)
+    if rx_chunks:
+        x.rx_cons = fp_load_acquire(x.rx.consumer)
     return 0
 
 
@@ -2002,6 +2037,12 @@ cdef void close_xsk(fp_xsk* x) noexcept nogil:
     if x.cq.map != NULL:
         munmap(x.cq.map, x.cq.map_bytes)
         x.cq.map = NULL
+    if x.rx.map != NULL:
+        munmap(x.rx.map, x.rx.map_bytes)
+        x.rx.map = NULL
+    if x.fq.map != NULL:
+        munmap(x.fq.map, x.fq.map_bytes)
+        x.fq.map = NULL
     if x.umem != NULL:
         munmap(x.umem, x.umem_bytes)
         x.umem = NULL
@@ -2011,10 +2052,23 @@ cdef void close_xsk(fp_xsk* x) noexcept nogil:
 
 
 cdef void xsk_give_up(fp_xsk* x, int err) noexcept nogil:
-    """Close the socket for ``err``: the port sends with AF_PACKET until ``xsk_ready`` reopens it."""
-    close_xsk(x)
+    """Stop sending through the socket for ``err``: the port sends with AF_PACKET until ``xsk_ready``.
+
+    A send-only socket is closed (its ring may hold stale frames) and reopened
+    later. A receiving one stays open (frames of the batch in progress live in
+    its UMEM, and its receive is unaffected); only its sends stop, and resume
+    on the same rings.
+    """
+    if x.rx_chunks:
+        x.tx_off = 1
+    else:
+        close_xsk(x)
     x.error = err
     x.retry_ns = fp_now_ns() + XSK_RETRY_NS
+
+
+cdef inline bint xsk_sends(const fp_xsk* x) noexcept nogil:
+    return x.fd >= 0 and not x.tx_off
 
 
 cdef inline void xsk_reap(fp_xsk* x) noexcept nogil:
@@ -2072,11 +2126,16 @@ cdef int xsk_flush(fp_xsk* x) noexcept nogil:
 cdef bint xsk_ready(fp_xsk* x) noexcept nogil:
     """Whether outputs to this port go through AF_XDP; a socket closed by an error is reopened once a second."""
     cdef int rc
-    if x.fd >= 0:
+    if xsk_sends(x):
         return True
     if x.retry_ns == 0 or fp_now_ns() < x.retry_ns:
         return False  # never opened (no AF_XDP on this host), or failed less than a second ago
-    rc = open_xsk(x, x.ifindex)
+    if x.tx_off:
+        x.tx_off = 0
+        x.retry_ns = 0
+        x.error = 0
+        return True
+    rc = open_xsk(x, x.ifindex, 0)
     if rc == 0:
         x.retry_ns = 0
         x.error = 0
@@ -2094,13 +2153,13 @@ cdef int xsk_send_group(fp_xsk* x, const fp_send* sends, int n, int first, uint8
         if done[i] or sends[i].fd != fd:
             continue
         done[i] = 1
-        if x.fd >= 0 and x.nfree == 0:  # every chunk in flight: post what is ready, wait for completions
+        if xsk_sends(x) and x.nfree == 0:  # every chunk in flight: post what is ready, wait for completions
             dropped += xsk_flush(x)
-            while x.fd >= 0 and x.nfree == 0:
+            while xsk_sends(x) and x.nfree == 0:
                 xsk_reap(x)
                 if x.nfree == 0:
                     sched_yield()
-        if x.fd < 0:  # closed by a send error in this group
+        if not xsk_sends(x):  # stopped by a send error in this group
             dropped += 1
             continue
         x.nfree -= 1
@@ -2111,7 +2170,7 @@ cdef int xsk_send_group(fp_xsk* x, const fp_send* sends, int n, int first, uint8
         d.len = sends[i].length
         d.options = 0
         x.tx_prod += 1
-    if x.fd >= 0:
+    if xsk_sends(x):
         dropped += xsk_flush(x)
     return dropped
 
@@ -2184,13 +2243,17 @@ cdef class Io:
     def __dealloc__(self) -> None:
         self._close()
 
-    def open_port(self, int index, int ifindex, uint32_t rx_block_bytes, uint32_t rx_blocks) -> None:
+    def open_port(self, int index, int ifindex, uint32_t rx_block_bytes, uint32_t rx_blocks,
+                  uint32_t xsk_rx_chunks=0) -> None:
         """Open port ``index``'s ring and sockets on interface ``ifindex`` (in the calling thread's namespace).
 
         The receive ring has ``rx_blocks`` blocks of ``rx_block_bytes`` (a power
         of two pages, larger than any frame). Raises OSError naming what failed;
         an AF_XDP socket that cannot open is not an error (``stats`` says why).
-        ``run`` must be called in the same namespace (it may reopen that socket).
+        ``xsk_rx_chunks`` (a power of two): the AF_XDP socket also receives,
+        into that many chunks; where it cannot, it opens send-only and
+        ``xsk(index)`` says why. ``run`` must be called in the same namespace
+        (it may reopen that socket).
         """
         cdef fp_io_port* port
         cdef int rc
@@ -2209,11 +2272,30 @@ cdef class Io:
             if rc < 0:
                 self._close_port(port)
                 raise OSError(-rc, f"{what} on ifindex {ifindex}: {os.strerror(-rc)}")
-        rc = open_xsk(&port.xsk, ifindex)
+        if xsk_rx_chunks & (xsk_rx_chunks - 1):
+            self._close_port(port)
+            raise ValueError(f"xsk_rx_chunks {xsk_rx_chunks} is not a power of two")
+        rc = open_xsk(&port.xsk, ifindex, xsk_rx_chunks)
+        if rc < 0 and xsk_rx_chunks:  # cannot receive: try to send at least
+            close_xsk(&port.xsk)
+            port.xsk.rx_error = -rc
+            rc = open_xsk(&port.xsk, ifindex, 0)
         if rc < 0:  # no AF_XDP here (kernel, rights, locked-memory limit): the AF_PACKET socket sends
             close_xsk(&port.xsk)
             port.xsk.error = -rc
         port.active = 1
+
+    def xsk(self, int index) -> tuple:
+        """Port ``index``'s AF_XDP socket: (fd or -1, whether it receives, why it does not receive or '')."""
+        cdef fp_io_port* port = &self.ports[index]
+        cdef fp_xsk* x = &port.xsk
+        if not port.active:
+            raise ValueError(f"port {index} is not open")
+        why = ""
+        if x.rx_chunks == 0:
+            why = os.strerror(x.rx_error) if x.rx_error else ("AF_XDP: " + os.strerror(x.error) if x.fd < 0
+                                                              else "opened send-only")
+        return x.fd, x.rx_chunks != 0 and x.fd >= 0, why
 
     cdef void _close_port(self, fp_io_port* port) noexcept:
         close_rx(&port.rx)
@@ -2247,17 +2329,22 @@ cdef class Io:
         """
         cdef fp_io_port* port = &self.ports[index]
         cdef tpacket_stats_v3 st
+        cdef xdp_statistics xst
         cdef unsigned int n = sizeof(st)
         if not port.active:
             raise ValueError(f"port {index} is not open")
         if getsockopt(port.rx.fd, SOL_PACKET, PACKET_STATISTICS, &st, &n) == 0:
-            port.stats.rx_dropped += st.tp_drops
+            port.stats.rx_dropped += st.tp_drops  # read and reset
         s = port.stats
-        if port.xsk.fd >= 0:
+        n = sizeof(xst)
+        if port.xsk.rx_chunks and getsockopt(port.xsk.fd, SOL_XDP, XDP_STATISTICS, &xst, &n) == 0:
+            s.rx_dropped += xst.rx_dropped + xst.rx_ring_full  # totals of the socket's life (it stays open)
+        if xsk_sends(&port.xsk):
             transmit = "af_xdp"
         else:
             transmit = f"af_packet (AF_XDP: {os.strerror(port.xsk.error)})"
-        return {"transmit": transmit, "rx_frames": s.rx_frames, "rx_bytes": s.rx_bytes, "rx_truncated": s.rx_truncated,
+        return {"transmit": transmit, "rx_frames": s.rx_frames, "rx_af_xdp": s.rx_af_xdp, "rx_bytes": s.rx_bytes,
+                "rx_truncated": s.rx_truncated,
                 "rx_dropped": s.rx_dropped, "tx_frames": s.tx_frames, "tx_bytes": s.tx_bytes,
                 "stack_frames": s.stack_frames, "stack_bytes": s.stack_bytes, "tx_dropped": s.tx_dropped}
 
@@ -2268,7 +2355,7 @@ cdef class Io:
         cdef fp_output* outs = <fp_output*>malloc(sizeof(fp_output) * BATCH * MAX_OUTPUTS)
         cdef uint8_t* obuf = <uint8_t*>malloc(OUT_BUFFER)
         cdef fp_send* sends = <fp_send*>malloc(sizeof(fp_send) * BATCH * MAX_OUTPUTS)
-        cdef pollfd pfds[MAX_PORT + 2]
+        cdef pollfd pfds[2 * MAX_PORT + 1]
         cdef int npfd = 0, i, work
         if res == NULL or outs == NULL or obuf == NULL or sends == NULL:
             free(res); free(outs); free(obuf); free(sends)
@@ -2278,6 +2365,10 @@ cdef class Io:
                 pfds[npfd].fd = self.ports[i].rx.fd
                 pfds[npfd].events = POLLIN | POLLERR
                 npfd += 1
+                if self.ports[i].xsk.rx_chunks:  # a receiving socket stays open while run() runs
+                    pfds[npfd].fd = self.ports[i].xsk.fd
+                    pfds[npfd].events = POLLIN | POLLERR
+                    npfd += 1
         pfds[npfd].fd = self.wake_fd
         pfds[npfd].events = POLLIN
         with nogil:
@@ -2286,6 +2377,8 @@ cdef class Io:
                 for i in range(1, MAX_PORT + 1):
                     if self.ports[i].active:
                         work += self._drain(c, <uint8_t>i, res, outs, obuf, sends)
+                        if self.ports[i].xsk.rx_chunks:
+                            work += self._drain_xsk(c, <uint8_t>i, res, outs, obuf, sends)
                 if not work:
                     poll(pfds, npfd + 1, -1)
         free(res)
@@ -2333,17 +2426,57 @@ cdef class Io:
                     port.stats.rx_bytes += length
                     nb += 1
                 if nb == BATCH or j + 1 == num:
-                    self._handle(c, index, offsets, lengths, ingress, nb, res, outs, obuf, sends)
+                    self._handle(c, index, rx.map, offsets, lengths, ingress, nb, res, outs, obuf, sends)
                     nb = 0
                 h = <tpacket3_hdr*>((<uint8_t*>h) + h.tp_next_offset)
             seen += num
             fp_store_release(&bd.hdr.bh1.block_status, TP_STATUS_KERNEL)
             rx.cur = rx.cur + 1 if rx.cur + 1 < rx.nblocks else 0
 
-    cdef void _handle(self, fp_core* c, uint8_t index, const uint32_t* offsets, const uint32_t* lengths,
-                      const uint8_t* ingress, int nb, fp_result* res, fp_output* outs, uint8_t* obuf,
-                      fp_send* sends) noexcept nogil:
-        """Run ``nb`` received frames through the pipeline and send their outputs."""
+    cdef int _drain_xsk(self, fp_core* c, uint8_t index, fp_result* res, fp_output* outs, uint8_t* obuf,
+                        fp_send* sends) noexcept nogil:
+        """Process every frame on port ``index``'s AF_XDP receive ring; returns the frames seen.
+
+        A batch's chunks go back on the fill ring after its outputs are sent
+        (outputs may point into them). The fill ring has a slot for every
+        receive chunk, so it never refuses one.
+        """
+        cdef fp_io_port* port = &self.ports[index]
+        cdef fp_xsk* x = &port.xsk
+        cdef const xdp_desc* descs = <const xdp_desc*>x.rx.entries
+        cdef uint64_t* fill = <uint64_t*>x.fq.entries
+        cdef uint32_t offsets[BATCH]
+        cdef uint32_t lengths[BATCH]
+        cdef uint8_t ingress[BATCH]
+        cdef uint32_t prod, j, nb
+        cdef int seen = 0
+        memset(ingress, index, BATCH)
+        prod = fp_load_acquire(x.rx.producer)
+        while x.rx_cons != prod:
+            nb = 0
+            while nb < BATCH and x.rx_cons + nb != prod:
+                offsets[nb] = <uint32_t>descs[(x.rx_cons + nb) & x.rx.mask].addr
+                lengths[nb] = descs[(x.rx_cons + nb) & x.rx.mask].len
+                port.stats.rx_bytes += lengths[nb]
+                nb += 1
+            port.stats.rx_frames += nb
+            port.stats.rx_af_xdp += nb
+            self._handle(c, index, x.umem, offsets, lengths, ingress, nb, res, outs, obuf, sends)
+            for j in range(nb):
+                fill[(x.fq_prod + j) & x.fq.mask] = offsets[j] & ~(<uint32_t>XSK_CHUNK - 1)
+            x.fq_prod += nb
+            x.rx_cons += nb
+            fp_store_release(x.rx.consumer, x.rx_cons)
+            fp_store_release(x.fq.producer, x.fq_prod)
+            seen += nb
+            if x.rx_cons == prod:
+                prod = fp_load_acquire(x.rx.producer)
+        return seen
+
+    cdef void _handle(self, fp_core* c, uint8_t index, const uint8_t* base, const uint32_t* offsets,
+                      const uint32_t* lengths, const uint8_t* ingress, int nb, fp_result* res, fp_output* outs,
+                      uint8_t* obuf, fp_send* sends) noexcept nogil:
+        """Run ``nb`` received frames base[offsets[i]:+lengths[i]] through the pipeline and send their outputs."""
         cdef fp_io_port* port = &self.ports[index]
         cdef fp_io_port* dest
         cdef fp_output* o
@@ -2354,7 +2487,7 @@ cdef class Io:
         cdef int done = 0, k, i, j, n
         while done < nb:
             pthread_mutex_lock(&c.lock)
-            k = run_batch(c, port.rx.map, offsets + done, lengths + done, ingress + done, nb - done, res, outs, obuf,
+            k = run_batch(c, base, offsets + done, lengths + done, ingress + done, nb - done, res, outs, obuf,
                           OUT_BUFFER)
             pthread_mutex_unlock(&c.lock)
             n = 0
@@ -2362,7 +2495,7 @@ cdef class Io:
                 for j in range(res[i].noutputs):
                     o = &outs[res[i].first_output + j]
                     snd = &sends[n]
-                    snd.data = port.rx.map + offsets[done + i] if o.from_input else obuf + o.offset
+                    snd.data = base + offsets[done + i] if o.from_input else obuf + o.offset
                     snd.length = o.length
                     snd.stack = o.port == 0
                     snd.port = index if o.port == 0 else o.port

@@ -6,10 +6,12 @@ verdicts, reasons, rule ids and output bytes as the reference engine
 in ``_fastpath``; this module turns rule sets into its tables, owns counter
 slots, and runs the I/O thread.
 
-I/O (docs/fastpath.md): per port a TPACKET_V3 receive ring, a send-only AF_XDP
-socket in copy mode for frames redirected out of it (an AF_PACKET socket with
-sendmmsg where AF_XDP cannot open) and an AF_PACKET socket for frames passed to
-the stack; one thread, in the ports' namespace, serving them in batches. A frame the engine
+I/O (docs/fastpath.md): per port an AF_XDP socket in copy mode that receives
+what xsk.py's XDP program hands it (``dataplane.fastpath_receive``) and sends
+frames redirected out of the port (an AF_PACKET socket with sendmmsg where
+AF_XDP cannot open), a TPACKET_V3 receive ring for what reaches the stack
+(every frame, where AF_XDP does not receive) and an AF_PACKET socket for frames
+passed to the stack; one thread, in the ports' namespace, serving them in batches. A frame the engine
 passes (XDP_PASS in the XDP engine) is sent back into the port's own ingress
 through a mark and a tc mirred redirect; an nftables netdev ingress chain
 keeps the kernel stack from acting on anything else (steering.py).
@@ -36,11 +38,12 @@ from .reasons import REASON_VERDICT, Reason, Verdict
 from .ruleset import PORT_STACK, CompiledRuleSet
 from .steering import MARK, PortSteering, SteeredPort
 from .tables import build_tables
+from .xsk import PROG_NAME, XskRedirect, attached_program_name
 
 if TYPE_CHECKING:
     from . import _fastpath as native
 
-__all__ = ["FastpathEngine", "RX_BLOCK_BYTES", "RX_BLOCKS", "extension"]
+__all__ = ["FastpathEngine", "RX_BLOCK_BYTES", "RX_BLOCKS", "XSK_RX_CHUNKS", "extension"]
 
 log = get_logger(__name__)
 
@@ -49,6 +52,8 @@ log = get_logger(__name__)
 # the engine can fall behind by during a burst before the kernel counts rx_dropped.
 RX_BLOCK_BYTES = 1 << 18
 RX_BLOCKS = 64
+# AF_XDP receive chunks per port (2 KiB each, 8 MiB): frames the engine can fall behind by.
+XSK_RX_CHUNKS = 4096
 
 _HERE = Path(__file__).resolve().parent
 
@@ -132,6 +137,8 @@ class FastpathEngine(Engine):
         self._steering: Optional[PortSteering] = None
         self._port_names: dict[int, str] = {}
         self._xdp_seen: dict[str, str] = {}
+        self._receive: dict[str, str] = {}
+        self._xsk_progs: list[XskRedirect] = []
         if io:
             self._start_io()
 
@@ -147,16 +154,23 @@ class FastpathEngine(Engine):
             with links.in_netns(self._netns):
                 live = [links.link(pc.ifname) for pc in dp.ports]
                 for index, (pc, lk) in enumerate(zip(dp.ports, live), start=1):
-                    mode, _ = links.xdp_attached(lk.ifindex)
-                    if mode != "none":
+                    mode, name = attached_program_name(lk.ifindex)
+                    if mode != "none" and name != PROG_NAME:
                         # XDP runs before AF_PACKET: frames it does not pass never reach this engine.
                         self._xdp_seen[pc.ifname] = mode
-                        log.warning("fastpath_port_has_xdp", ifname=pc.ifname, mode=mode)
+                        log.warning("fastpath_port_has_xdp", ifname=pc.ifname, mode=mode, program=name)
+                    why = self._xsk_refusal(lk, mode, name)
                     try:
-                        io.open_port(index, lk.ifindex, RX_BLOCK_BYTES, RX_BLOCKS)
+                        io.open_port(index, lk.ifindex, RX_BLOCK_BYTES, RX_BLOCKS, 0 if why else XSK_RX_CHUNKS)
                     except OSError as exc:
                         raise AttachError(f"AF_PACKET sockets on {pc.ifname}: {exc}") from exc
                     self._port_names[index] = pc.name
+                    if not why:
+                        why = self._receive_xsk(io, index, lk.ifindex)
+                    if why and dp.fastpath_receive == "af_xdp":
+                        raise AttachError(f"AF_XDP receive on {pc.ifname} (dataplane.fastpath_receive: af_xdp): "
+                                          f"{why}")
+                    self._receive[pc.name] = f"af_packet ({why})" if why else "af_xdp"
                     steered.append(SteeredPort(pc.ifname, lk.ifindex, lk.mac))
             self._steering = PortSteering(self._config.instance, steered, self._netns)
             self._steering.install()
@@ -164,11 +178,46 @@ class FastpathEngine(Engine):
         except BaseException:
             if self._steering is not None and self._steering.installed:
                 self._steering.remove()
+            self._release_xsk_progs()
             io.close()
             self._io = None
             raise
-        log.info("fastpath_started", ports={pc.name: pc.ifname for pc in dp.ports}, io="tpacket_v3",
+        log.info("fastpath_started", ports={pc.name: pc.ifname for pc in dp.ports}, receive=self._receive,
                  fallback_from=self._fallback_from)
+
+    def _xsk_refusal(self, lk: links.Link, mode: str, program: Optional[str]) -> str:
+        """Why this port does not receive through AF_XDP ('' : it tries)."""
+        if self._config.dataplane.fastpath_receive == "af_packet":
+            return "dataplane.fastpath_receive: af_packet"
+        if mode != "none" and program != PROG_NAME:
+            return f"XDP program {program or '?'} attached ({mode})"
+        if lk.mtu + 18 > self._fp.XSK_RX_MAX_FRAME:  # Ethernet header, one VLAN tag
+            return f"MTU {lk.mtu} above the {self._fp.XSK_RX_MAX_FRAME - 18} an AF_XDP chunk holds"
+        return ""
+
+    def _receive_xsk(self, io: native.Io, index: int, ifindex: int) -> str:
+        """Point xsk.py's program at port ``index``'s socket and attach it; '' or why it could not."""
+        fd, receives, why = io.xsk(index)
+        if not receives:
+            return f"AF_XDP socket: {why}"
+        prog: Optional[XskRedirect] = None
+        try:
+            prog = XskRedirect(ifindex)
+            prog.insert(fd)
+            prog.attach()
+        except AttachError as exc:
+            if prog is not None:
+                prog.close()
+            return str(exc)
+        self._xsk_progs.append(prog)
+        return ""
+
+    def _release_xsk_progs(self) -> None:
+        """Detach the AF_XDP receive programs: the ports' frames go to the stack (and the rings) again."""
+        with links.in_netns(self._netns):
+            for prog in self._xsk_progs:
+                prog.close()
+        self._xsk_progs = []
 
     def _serve(self, io: native.Io) -> threading.Thread:
         """Start the I/O thread in the ports' namespace (it reopens AF_XDP sockets there); once it is in it."""
@@ -251,13 +300,16 @@ class FastpathEngine(Engine):
             "rules": len(rs.rules) if rs else 0,
             "flows": self._core.flow_count,
             "flow_capacity": self._core.flow_capacity,
-            "io": "none (process() only)" if self._io is None else "tpacket_v3 rx rings; tx per port (ports.*.transmit)",
+            "io": "none (process() only)" if self._io is None else "rx per port (ports.*.receive), tx per port "
+                                                                     "(ports.*.transmit)",
         }
         if self._fallback_from:
             out["fallback_from"] = self._fallback_from
         if self._io is not None:
             out["io_running"] = self._thread is not None and self._thread.is_alive()
-            out["ports"] = {name: self._io.stats(index) for index, name in self._port_names.items()}
+            out["io_thread"] = self._thread.native_id if self._thread is not None else None  # for taskset, chrt
+            out["ports"] = {name: {"receive": self._receive.get(name, "af_packet"), **self._io.stats(index)}
+                            for index, name in self._port_names.items()}
             if self._steering is not None:
                 out["stack_path"] = self._steering.describe()
             if self._xdp_seen:
@@ -279,6 +331,7 @@ class FastpathEngine(Engine):
         try:
             if self._steering is not None:
                 self._steering.remove()
+            self._release_xsk_progs()
         finally:
             self._io.stop()
             if self._thread is not None:

@@ -10,6 +10,8 @@ Shared by the tests, bench/, ``mep explain`` and ``mep doctor``. Three parts:
 - ``map_shape(map_fd)``: a map's key size, value size and entries as the
   kernel holds them (libbpf ``bpf_obj_get_info_by_fd``); the XDP loader
   checks the maps it adopts with it.
+- ``libbpf()``: the ctypes handle on libbpf.so.1 with the signatures this
+  module and xsk.py call.
 - ``ProbeProgram``: a small XDP program loaded with bcc, for machine checks
   (``mep doctor``) and tests of this wrapper. This module and xdp.py are the
   only importers of bcc (STYLE.md section 1); bcc is imported on first load,
@@ -43,6 +45,7 @@ __all__ = [
     "XdpMd",
     "RunResult",
     "prog_test_run",
+    "libbpf",
     "MapShape",
     "map_shape",
     "ProbeProgram",
@@ -118,7 +121,7 @@ class RunResult(NamedTuple):
 _libbpf: Any = None
 
 
-def _lib() -> Any:
+def libbpf() -> Any:
     global _libbpf
     if _libbpf is None:
         try:
@@ -129,6 +132,18 @@ def _lib() -> Any:
         lib.bpf_prog_test_run_opts.restype = ctypes.c_int
         lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
         lib.bpf_obj_get_info_by_fd.restype = ctypes.c_int
+        # For xsk.py's redirect program (libbpf 1.1 signatures; NULL opts everywhere).
+        lib.bpf_map_create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
+                                       ctypes.c_void_p]
+        lib.bpf_prog_load.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
+                                      ctypes.c_void_p]
+        lib.bpf_map_update_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]
+        lib.bpf_xdp_attach.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p]
+        lib.bpf_xdp_detach.argtypes = [ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p]
+        lib.bpf_prog_get_fd_by_id.argtypes = [ctypes.c_uint32]
+        for fn in ("bpf_map_create", "bpf_prog_load", "bpf_map_update_elem", "bpf_xdp_attach", "bpf_xdp_detach",
+                   "bpf_prog_get_fd_by_id"):
+            getattr(lib, fn).restype = ctypes.c_int
         _libbpf = lib
     return _libbpf
 
@@ -149,7 +164,7 @@ def map_shape(map_fd: int) -> MapShape:
     """What the kernel holds for the map behind ``map_fd``: key size, value size, entries."""
     info = _MapInfoHead()
     size = ctypes.c_uint32(ctypes.sizeof(info))
-    if _lib().bpf_obj_get_info_by_fd(map_fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+    if libbpf().bpf_obj_get_info_by_fd(map_fd, ctypes.byref(info), ctypes.byref(size)) != 0:
         err = ctypes.get_errno()
         raise DataplaneError(f"bpf_obj_get_info_by_fd on map fd {map_fd} failed: {os.strerror(err)}")
     return MapShape(info.key_size, info.value_size, info.max_entries)
@@ -200,7 +215,7 @@ def prog_test_run(
         if not live:  # the output starts at data_meta; ctx_out.data says where the frame begins
             opts.ctx_out = ctypes.cast(ctypes.pointer(ctx_out), ctypes.c_void_p)
             opts.ctx_size_out = ctypes.sizeof(XdpMd)
-    rc = _lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
+    rc = libbpf().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
     if rc != 0:
         err = -rc if rc < 0 else ctypes.get_errno()
         name = errno_mod.errorcode.get(err, str(err))

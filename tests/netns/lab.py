@@ -122,12 +122,12 @@ class XdpLab(EngineLab):
         shutil.rmtree(self.pin_root, ignore_errors=True)
 
 
-def fastpath_lab(topo: Topology) -> EngineLab:
-    """The lab with a FastpathEngine on AF_PACKET rings."""
+def fastpath_lab(topo: Topology, receive: str = "auto") -> EngineLab:
+    """The lab with a FastpathEngine receiving as ``receive`` says (dataplane.fastpath_receive)."""
     from mep.dataplane.fastpath import FastpathEngine
 
     config = Config(instance="e2e-fastpath", dataplane=DataplaneConfig(engine="fastpath", ports=MEP_PORTS,
-                                                                       capacity=CAPACITY))
+                                                                       capacity=CAPACITY, fastpath_receive=receive))
     return EngineLab(topo, config, FastpathEngine(config, netns=topo.ns("mep")))
 
 

@@ -1,7 +1,9 @@
 """The fastpath engine's own life cycle on the lab topology (its steering scenarios: test_steering_topology.py).
 
 Closing the engine gives the ports back to the kernel, a configured ``xdp``
-engine that cannot attach runs as fastpath, saying so, and the daemon runs
+engine that cannot attach runs as fastpath, saying so, AF_XDP receive steps
+aside for another XDP program (or refuses to start when insisted on) and
+takes over its own program left by a crash, and the daemon runs
 ``engine: fastpath`` from store change to packet.
 """
 from __future__ import annotations
@@ -24,7 +26,10 @@ from mep.config import Capacity, Config, DataplaneConfig
 from mep.daemon import Daemon
 from mep.dataplane.factory import make_engine
 from mep.dataplane.fastpath import FastpathEngine, extension
-from mep.dataplane.links import in_netns, link
+from mep.dataplane.links import in_netns, link, xdp_attached
+from mep.dataplane.testrun import XDP_FLAGS_DRV_MODE, ProbeProgram
+from mep.dataplane.xsk import XskRedirect, attached_program_name
+from mep.errors import AttachError
 from mep.models import TrafficRule
 from mep.state.lifecycle import LifecycleEvent
 from mep.state.records import AppInstance
@@ -50,6 +55,8 @@ def test_a_closed_engine_gives_the_ports_back_to_the_kernel() -> None:
             assert lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", "back")["reply"] == "dn:back"
             nft = topo.run("mep", ["nft", "list", "tables"], capture_output=True)
             assert b"mep_fastpath" not in nft.stdout
+            with in_netns(topo.ns("mep")):  # nor any AF_XDP receive program
+                assert {xdp_attached(link(p["ifname"]).ifindex)[0] for p in MEP_PORTS} == {"none"}
         finally:
             lab.close()
 
@@ -146,6 +153,56 @@ def test_a_port_whose_af_xdp_queue_is_taken_sends_with_af_packet() -> None:
                 assert ports["app1"]["tx_frames"] > 0 and ports["n6"]["transmit"] == "af_xdp"
         finally:
             squatter.close()
+
+
+def test_a_port_with_another_xdp_program_receives_with_af_packet_unless_af_xdp_is_insisted_on() -> None:
+    """auto: that port receives on its AF_PACKET ring, saying why, the others through AF_XDP; af_xdp: the
+    engine refuses to start, naming the port and the program, and leaves no program of its own behind."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, BPF, nftables, AF_XDP)")
+    pytest.importorskip("bcc", reason="the other XDP program (testrun.ProbeProgram) is loaded with bcc")
+    probe = ProbeProgram.load()
+    try:
+        with Topology() as topo:
+            with in_netns(topo.ns("mep")):
+                probe.attach("app2", XDP_FLAGS_DRV_MODE)
+            with steering_http(topo) as lab:
+                assert http_reply(lab, "p") == "app1:p"
+                ports = lab.engine.describe()["ports"]
+                assert ports["app2"]["receive"] == "af_packet (XDP program mep_probe attached (native))"
+                assert {ports[p]["receive"] for p in ("n6", "dn", "app1")} == {"af_xdp"}
+            with pytest.raises(AttachError, match=r"AF_XDP receive on app2 .*mep_probe"):
+                fastpath_lab(topo, "af_xdp")
+            with in_netns(topo.ns("mep")):
+                attached = {p["ifname"]: attached_program_name(link(p["ifname"]).ifindex) for p in MEP_PORTS}
+            assert attached.pop("app2") == ("native", "mep_probe")
+            assert set(attached.values()) == {("none", None)}
+    finally:
+        probe.close()
+
+
+def test_a_crashed_engines_receive_program_is_replaced_and_removed_on_close() -> None:
+    """A receive program whose socket died with its engine (frames pass to the stack) is taken over."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, BPF, nftables, AF_XDP)")
+    with Topology() as topo:
+        with in_netns(topo.ns("mep")):
+            n6 = link("n6").ifindex
+            leftover = XskRedirect(n6)  # attached with an empty map, as a killed engine leaves it
+            leftover.attach()
+            leftover_id = xdp_attached(n6)[1]
+        try:
+            with steering_http(topo) as lab:
+                assert http_reply(lab, "r") == "app1:r"
+                n6_port = lab.engine.describe()["ports"]["n6"]
+                assert n6_port["receive"] == "af_xdp" and n6_port["rx_af_xdp"] > 0
+                with in_netns(topo.ns("mep")):
+                    mode, prog_id = xdp_attached(n6)
+                assert mode == "native" and prog_id != leftover_id
+            with in_netns(topo.ns("mep")):
+                assert attached_program_name(n6) == ("none", None)
+        finally:
+            leftover.close()
 
 
 def test_the_daemon_with_engine_fastpath_steers_real_packets(tmp_path: Path) -> None:

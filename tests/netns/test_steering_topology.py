@@ -1,6 +1,8 @@
 """Both packet engines on the lab topology (DESIGN.md section 7), with real packets through real veths.
 
-Every scenario runs against the XDP engine and the fastpath engine: steered
+Every scenario runs against the XDP engine and the fastpath engine, the
+latter receiving through AF_XDP (the default where xsk.py's program attaches)
+and through AF_PACKET rings (dataplane.fastpath_receive: af_packet): steered
 TCP reaches the app and its replies come back to the UE through the FLOW
 state; everything else reaches the DN; an INACTIVE rule steers nothing; DROP
 drops; DUPLICATE copies reach app2 while the original reaches the DN;
@@ -19,14 +21,16 @@ from typing import Iterator
 
 import pytest
 
+from mep.dataplane.links import in_netns, link
 from mep.dataplane.reasons import Reason
+from mep.dataplane.xsk import PROG_NAME, attached_program_name
 from tests.netns.lab import REPO, STEER_HTTP, EngineLab, XdpLab, fastpath_lab
 from tests.rulesets import rule
-from upf_sim.topology import ADDR, Topology
+from upf_sim.topology import ADDR, MEP_PORTS, Topology
 
 pytestmark = pytest.mark.needs_root
 
-@pytest.fixture(scope="module", params=["xdp", "fastpath"])
+@pytest.fixture(scope="module", params=["xdp", "fastpath", "fastpath, af_packet"])
 def lab(request: pytest.FixtureRequest) -> Iterator[EngineLab]:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, BPF, nftables, AF_PACKET); CI runs as root")
@@ -34,7 +38,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[EngineLab]:
         pytest.importorskip("bcc", reason="the XDP engine needs bcc (python3-bpfcc)")
     with Topology() as topo:
         lab = (XdpLab(topo, Path("/sys/fs/bpf") / f"mep-e2e-{os.getpid()}") if request.param == "xdp"
-               else fastpath_lab(topo))
+               else fastpath_lab(topo, "af_packet" if request.param.endswith("af_packet") else "auto"))
         try:
             lab.start_servers()
             yield lab
@@ -138,3 +142,23 @@ def test_fastpath_passes_frames_to_the_stack_for_forwarding_and_local_delivery(l
     assert ports["n6"]["stack_frames"] > 0 and ports["dn"]["stack_frames"] > 0
     assert all(p["tx_dropped"] == 0 and p["rx_dropped"] == 0 for p in ports.values())
 
+
+def test_the_fastpath_engine_receives_as_configured(lab: EngineLab) -> None:
+    """auto: every port through AF_XDP, nothing through the rings; af_packet: the rings, no XDP program."""
+    only(lab, "fastpath")
+    lab.apply([STEER_HTTP])
+    assert lab.run("upf", "tcp-ask", ADDR.ue1, ADDR.server, "80", "rx")["reply"] == "app1:rx"
+    ports = lab.engine.describe()["ports"]
+    receive = lab.config.dataplane.fastpath_receive
+    for name, port in ports.items():
+        if receive == "auto":
+            assert port["receive"] == "af_xdp", name
+            assert port["rx_af_xdp"] == port["rx_frames"], name
+        else:
+            assert port["receive"] == "af_packet (dataplane.fastpath_receive: af_packet)", name
+            assert port["rx_af_xdp"] == 0, name
+    assert ports["n6"]["rx_frames"] > 0 and ports["app1"]["rx_frames"] > 0
+    with in_netns(lab.topo.ns("mep")):
+        modes = {p["ifname"]: attached_program_name(link(p["ifname"]).ifindex) for p in MEP_PORTS}
+    expected = ("native", PROG_NAME) if receive == "auto" else ("none", None)
+    assert set(modes.values()) == {expected}
