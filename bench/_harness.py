@@ -119,8 +119,11 @@ def napi_threads(ifname: str) -> set[int]:
     return found
 
 
-def threaded_napi(netns: str, ifname: str, cpu: int) -> int:
-    """Turn on threaded NAPI for ``ifname`` in namespace ``netns``, pin its thread to ``cpu``; its pid."""
+def threaded_napi(netns: str, ifname: str, cpu: int, fifo: int = 0) -> int:
+    """Turn on threaded NAPI for ``ifname`` in namespace ``netns``, pin its thread to ``cpu``; its pid.
+
+    ``fifo`` > 0: the thread runs at that SCHED_FIFO priority (it preempts a generator sharing ``cpu``).
+    """
     before = napi_threads(ifname)
     # `ip netns exec` mounts the namespace's own /sys, where its interfaces are.
     subprocess.run(["ip", "netns", "exec", netns, "sh", "-c", f"echo 1 > /sys/class/net/{ifname}/threaded"],
@@ -130,6 +133,8 @@ def threaded_napi(netns: str, ifname: str, cpu: int) -> int:
         raise RuntimeError(f"expected one new NAPI thread for {ifname}, found {sorted(new)}")
     (pid,) = new
     os.sched_setaffinity(pid, {cpu})
+    if fifo:
+        os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(fifo))
     return pid
 
 

@@ -61,16 +61,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from bench._harness import RESULTS, Report, pinned_cpu, progress
+from bench._harness import RESULTS, Report, pinned_cpu, progress, threaded_napi
 from bench._livegen import N6Generator
 from bench.xdp_vs_nft import (DROP_ALL_PORT, FORWARD_PORT, busy_cpu_seconds, check_verdicts, compile_for, cpu_ticks,
-                              dn_counter, flow_frames, rules_for, send, trafgen_config)
+                              dn_counter, flow_frames, rules_for, send, stat_ticks, trafgen_config)
 from mep.config import Capacity, Config, DataplaneConfig
 from mep.dataplane.fastpath import FastpathEngine
 from mep.dataplane.links import in_netns
@@ -80,6 +79,7 @@ from upf_sim.topology import ADDR, MEP_PORTS, Topology
 
 QUICK_ARGS = ["--rules", "100", "--packets", "300000", "--live-rates", "500", "--live-seconds", "1"]
 STEER_PORT = 7778
+STEAL = 7  # /proc/stat's steal column, from user (0)
 FILTERS = ("none", "nftables", "xdp", "fastpath", "fastpath, no xdp", "fastpath, af_xdp")
 # dataplane.fastpath_receive per fastpath variant ("fastpath": auto, which the pass-only program turns to af_packet)
 RECEIVE = {"fastpath": "auto", "fastpath, no xdp": "af_packet", "fastpath, af_xdp": "af_xdp"}
@@ -220,7 +220,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 def live_rows(report: Report, topo: Topology, engine: FastpathEngine, delivered: Callable[[], int],
               args: argparse.Namespace) -> None:
     """The live-frames rows (module docstring): each mix at each offered rate, the engine on ``args.cpu``."""
-    sink_napi_on_cpu0(topo)
+    threaded_napi(topo.ns("dn"), "eth0", 0, fifo=50)  # the sink, off the engine's CPU (module docstring)
     for mix, port, rule in (("steered", STEER_PORT, "steer"), ("dropped", DROP_ALL_PORT, "last")):
         template = flow_frames(port, 1)[0]
         with N6Generator(topo.ns("upf"), "n6", template, flows=256, park="fpvgen") as gen:
@@ -229,10 +229,10 @@ def live_rows(report: Report, topo: Topology, engine: FastpathEngine, delivered:
                 packets = int(kpps * 1000 * args.live_seconds)
                 progress(f"fastpath, af_xdp, {mix}: live frames at {kpps} kpps, {packets} packets")
                 d0, c0, e0, p0 = delivered(), busy_cpu_seconds(), cpu_ticks(args.cpu), port_counts(engine)
-                s0, t0 = steal_ticks(args.cpu), thread_cost(engine)
+                s0, t0 = stat_ticks(args.cpu)[STEAL], thread_cost(engine)
                 with pinned_cpu(0 if args.cpu else 1):
                     sent, seconds = gen.run(packets=packets, rate=kpps * 1000, batch=max(64, kpps // 2))
-                e1, s1 = cpu_ticks(args.cpu), steal_ticks(args.cpu)
+                e1, s1 = cpu_ticks(args.cpu), stat_ticks(args.cpu)[STEAL]
                 time.sleep(0.5)  # the engine drains its ring
                 p1, t1 = port_counts(engine), thread_cost(engine)
                 got = delivered() - d0 if mix == "steered" else p1["rx_frames"] - p0["rx_frames"]
@@ -253,15 +253,6 @@ def live_rows(report: Report, topo: Topology, engine: FastpathEngine, delivered:
                          f"{got} ({got / seconds / 1000:.0f} kpps), lost {sent - got}")
 
 
-def steal_ticks(cpu: int) -> int:
-    """Clock ticks so far that CPU ``cpu`` was runnable but the hypervisor ran something else (/proc/stat)."""
-    for line in Path("/proc/stat").read_text().splitlines():
-        fields = line.split()
-        if fields[0] == f"cpu{cpu}":
-            return int(fields[8])
-    raise ValueError(f"no cpu{cpu} line in /proc/stat")
-
-
 def thread_cost(engine: FastpathEngine) -> tuple[int, int]:
     """(ns the engine's I/O thread has run, in user space and in the kernel, exactly: schedstat; frames received).
 
@@ -278,28 +269,6 @@ def port_counts(engine: FastpathEngine) -> dict[str, int]:
     ports = engine.describe()["ports"]
     return {"rx_frames": ports["n6"]["rx_frames"], "rx_dropped": ports["n6"]["rx_dropped"],
             "tx_dropped": sum(p["tx_dropped"] for p in ports.values())}
-
-
-def sink_napi_on_cpu0(topo: Topology) -> None:
-    """The DN end's veth receives in a threaded NAPI kthread, on CPU 0, at SCHED_FIFO 50 (module docstring).
-
-    Written through ``ip netns exec``, which mounts the namespace's own /sys
-    (a plain setns would reach the host's interface of that name).
-    """
-    def napi_threads() -> set[int]:
-        out = subprocess.run(["pgrep", "-x", "napi/eth0-[0-9]+"], capture_output=True, text=True).stdout
-        return {int(pid) for pid in out.split()}
-
-    before = napi_threads()
-    subprocess.run(["ip", "netns", "exec", topo.ns("dn"), "sh", "-c", "echo 1 > /sys/class/net/eth0/threaded"],
-                   check=True)
-    time.sleep(0.2)
-    new = napi_threads() - before
-    if not new:
-        raise RuntimeError("no NAPI kthread appeared for the DN's eth0")
-    for pid in new:
-        os.sched_setaffinity(pid, {0})
-        os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(50))
 
 
 def summarise(report: Report, notes: list[str]) -> None:

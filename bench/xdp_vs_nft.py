@@ -109,13 +109,18 @@ def cpu_ticks(cpu: Optional[int] = None) -> tuple[int, int]:
 
     Busy is user+nice+system+irq+softirq+steal; all adds idle and iowait.
     """
+    user, nice, system, idle, iowait, irq, softirq, steal = stat_ticks(cpu)[:8]
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
+
+
+def stat_ticks(cpu: Optional[int] = None) -> list[int]:
+    """The clock-tick counters of CPU ``cpu`` (None: of every CPU) in /proc/stat, in its order (user first)."""
     name = "cpu" if cpu is None else f"cpu{cpu}"
     for line in Path("/proc/stat").read_text().splitlines():
         fields = line.split()
         if fields[0] == name:
-            user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
-            busy = user + nice + system + irq + softirq + steal
-            return busy, busy + idle + iowait
+            return [int(x) for x in fields[1:]]
     raise ValueError(f"no {name} line in /proc/stat")
 
 
