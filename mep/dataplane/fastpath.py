@@ -38,7 +38,7 @@ from .reasons import REASON_VERDICT, Reason, Verdict
 from .ruleset import PORT_STACK, CompiledRuleSet
 from .steering import MARK, PortSteering, SteeredPort
 from .tables import build_tables
-from .xsk import PROG_NAME, XskRedirect, attached_program_name
+from .xsk import PROG_NAME, XskRedirect, attached_program
 
 if TYPE_CHECKING:
     from . import _fastpath as native
@@ -155,7 +155,7 @@ class FastpathEngine(Engine):
             with links.in_netns(self._netns):
                 live = [links.link(pc.ifname) for pc in dp.ports]
                 for index, (pc, lk) in enumerate(zip(dp.ports, live), start=1):
-                    mode, name = attached_program_name(lk.ifindex)
+                    mode, _, name = attached_program(lk.ifindex)
                     if mode != "none" and name != PROG_NAME:
                         # XDP runs before AF_PACKET: frames it does not pass never reach this engine.
                         self._xdp_seen[pc.ifname] = mode

@@ -27,7 +27,7 @@ from ..errors import AttachError
 from . import links
 from .testrun import XDP_FLAGS_DRV_MODE, XDP_PASS, libbpf
 
-__all__ = ["PROG_NAME", "XskRedirect", "attached_program_name"]
+__all__ = ["PROG_NAME", "XskRedirect", "attached_program"]
 
 PROG_NAME = "mep_xsk_rx"
 BPF_MAP_TYPE_XSKMAP = 17      # enum bpf_map_type (include/uapi/linux/bpf.h)
@@ -80,20 +80,20 @@ def _prog_fd_by_id(prog_id: int) -> int:
     return fd
 
 
-def attached_program_name(ifindex: int) -> tuple[str, Optional[str]]:
-    """(XDP mode, name of the attached program or None) of ``ifindex``, in the calling thread's namespace."""
+def attached_program(ifindex: int) -> tuple[str, int, Optional[str]]:
+    """(XDP mode, program id or 0, program name or None) of ``ifindex``, in the calling thread's namespace."""
     mode, prog_id = links.xdp_attached(ifindex)
     if mode == "none" or not prog_id:
-        return mode, None
+        return mode, 0, None
     fd = _prog_fd_by_id(prog_id)
     if fd < 0:
-        return mode, None  # detached meanwhile
+        return mode, prog_id, None  # detached meanwhile
     try:
         info = _ProgInfoHead()
         size = ctypes.c_uint32(ctypes.sizeof(info))
         if libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
-            return mode, None
-        return mode, info.name.decode(errors="replace")
+            return mode, prog_id, None
+        return mode, prog_id, info.name.decode(errors="replace")
     finally:
         os.close(fd)
 
@@ -127,11 +127,10 @@ class XskRedirect:
 
     def attach(self) -> None:
         """Attach natively to the port, in the calling thread's namespace (see the module docstring)."""
-        _, name = attached_program_name(self.ifindex)
+        _, old_id, name = attached_program(self.ifindex)
         flags = XDP_FLAGS_DRV_MODE
         opts: Optional[_XdpAttachOpts] = None
         if name == PROG_NAME:  # a crashed engine's: replace exactly that one
-            _, old_id = links.xdp_attached(self.ifindex)
             old_fd = _prog_fd_by_id(old_id)
             if old_fd >= 0:
                 opts = _XdpAttachOpts(ctypes.sizeof(_XdpAttachOpts), old_fd)

@@ -28,7 +28,7 @@ from mep.dataplane.factory import make_engine
 from mep.dataplane.fastpath import FastpathEngine, extension
 from mep.dataplane.links import in_netns, link, xdp_attached
 from mep.dataplane.testrun import XDP_FLAGS_DRV_MODE, ProbeProgram
-from mep.dataplane.xsk import XskRedirect, attached_program_name
+from mep.dataplane.xsk import XskRedirect, attached_program
 from mep.errors import AttachError
 from mep.models import TrafficRule
 from mep.state.lifecycle import LifecycleEvent
@@ -174,9 +174,10 @@ def test_a_port_with_another_xdp_program_receives_with_af_packet_unless_af_xdp_i
             with pytest.raises(AttachError, match=r"AF_XDP receive on app2 .*mep_probe"):
                 fastpath_lab(topo, "af_xdp")
             with in_netns(topo.ns("mep")):
-                attached = {p["ifname"]: attached_program_name(link(p["ifname"]).ifindex) for p in MEP_PORTS}
-            assert attached.pop("app2") == ("native", "mep_probe")
-            assert set(attached.values()) == {("none", None)}
+                attached = {p["ifname"]: attached_program(link(p["ifname"]).ifindex) for p in MEP_PORTS}
+            mode, _, name = attached.pop("app2")
+            assert (mode, name) == ("native", "mep_probe")
+            assert set(attached.values()) == {("none", 0, None)}
     finally:
         probe.close()
 
@@ -190,17 +191,17 @@ def test_a_crashed_engines_receive_program_is_replaced_and_removed_on_close() ->
             n6 = link("n6").ifindex
             leftover = XskRedirect(n6)  # attached with an empty map, as a killed engine leaves it
             leftover.attach()
-            leftover_id = xdp_attached(n6)[1]
+            _, leftover_id, _ = attached_program(n6)
         try:
             with steering_http(topo) as lab:
                 assert http_reply(lab, "r") == "app1:r"
                 n6_port = lab.engine.describe()["ports"]["n6"]
                 assert n6_port["receive"] == "af_xdp" and n6_port["rx_af_xdp"] > 0
                 with in_netns(topo.ns("mep")):
-                    mode, prog_id = xdp_attached(n6)
-                assert mode == "native" and prog_id != leftover_id
+                    mode, prog_id, name = attached_program(n6)
+                assert (mode, name) == ("native", "mep_xsk_rx") and prog_id != leftover_id
             with in_netns(topo.ns("mep")):
-                assert attached_program_name(n6) == ("none", None)
+                assert attached_program(n6) == ("none", 0, None)
         finally:
             leftover.close()
 

@@ -23,7 +23,7 @@ import pytest
 
 from mep.dataplane.links import in_netns, link
 from mep.dataplane.reasons import Reason
-from mep.dataplane.xsk import PROG_NAME, attached_program_name
+from mep.dataplane.xsk import PROG_NAME, attached_program
 from tests.netns.lab import REPO, STEER_HTTP, EngineLab, XdpLab, fastpath_lab
 from tests.rulesets import rule
 from upf_sim.topology import ADDR, MEP_PORTS, Topology
@@ -159,6 +159,6 @@ def test_the_fastpath_engine_receives_as_configured(lab: EngineLab) -> None:
             assert port["rx_af_xdp"] == 0, name
     assert ports["n6"]["rx_frames"] > 0 and ports["app1"]["rx_frames"] > 0
     with in_netns(lab.topo.ns("mep")):
-        modes = {p["ifname"]: attached_program_name(link(p["ifname"]).ifindex) for p in MEP_PORTS}
+        modes = {p["ifname"]: attached_program(link(p["ifname"]).ifindex) for p in MEP_PORTS}
     expected = ("native", PROG_NAME) if receive == "auto" else ("none", None)
-    assert set(modes.values()) == {expected}
+    assert {(mode, name) for mode, _, name in modes.values()} == {expected}
