@@ -2032,22 +2032,20 @@ cdef int open_xsk(fp_xsk* x, int ifindex, uint32_t rx_chunks) noexcept nogil:
     return 0
 
 
+cdef void unmap_xsk_ring(fp_xsk_ring* r) noexcept nogil:
+    if r.map != NULL:
+        munmap(r.map, r.map_bytes)
+        r.map = NULL
+
+
 cdef void close_xsk(fp_xsk* x) noexcept nogil:
     if x.fd >= 0:
         close(x.fd)
         x.fd = -1
-    if x.tx.map != NULL:
-        munmap(x.tx.map, x.tx.map_bytes)
-        x.tx.map = NULL
-    if x.cq.map != NULL:
-        munmap(x.cq.map, x.cq.map_bytes)
-        x.cq.map = NULL
-    if x.rx.map != NULL:
-        munmap(x.rx.map, x.rx.map_bytes)
-        x.rx.map = NULL
-    if x.fq.map != NULL:
-        munmap(x.fq.map, x.fq.map_bytes)
-        x.fq.map = NULL
+    unmap_xsk_ring(&x.tx)
+    unmap_xsk_ring(&x.cq)
+    unmap_xsk_ring(&x.rx)
+    unmap_xsk_ring(&x.fq)
     if x.umem != NULL:
         munmap(x.umem, x.umem_bytes)
         x.umem = NULL
