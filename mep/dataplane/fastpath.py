@@ -156,11 +156,12 @@ class FastpathEngine(Engine):
                 live = [links.link(pc.ifname) for pc in dp.ports]
                 for index, (pc, lk) in enumerate(zip(dp.ports, live), start=1):
                     mode, _, name = attached_program(lk.ifindex)
-                    if mode != "none" and name != PROG_NAME:
+                    foreign = mode != "none" and name != PROG_NAME  # PROG_NAME's: a crashed engine's, replaced
+                    if foreign:
                         # XDP runs before AF_PACKET: frames it does not pass never reach this engine.
                         self._xdp_seen[pc.ifname] = mode
                         log.warning("fastpath_port_has_xdp", ifname=pc.ifname, mode=mode, program=name)
-                    why = self._xsk_refusal(lk, mode, name)
+                    why = self._xsk_refusal(lk, f"XDP program {name or '?'} attached ({mode})" if foreign else "")
                     try:
                         io.open_port(index, lk.ifindex, RX_BLOCK_BYTES, RX_BLOCKS, 0 if why else XSK_RX_CHUNKS)
                     except OSError as exc:
@@ -186,12 +187,12 @@ class FastpathEngine(Engine):
         log.info("fastpath_started", ports={pc.name: pc.ifname for pc in dp.ports}, receive=self._receive,
                  fallback_from=self._fallback_from)
 
-    def _xsk_refusal(self, lk: links.Link, mode: str, program: Optional[str]) -> str:
-        """Why this port does not receive through AF_XDP ('' : it tries)."""
+    def _xsk_refusal(self, lk: links.Link, foreign_program: str) -> str:
+        """Why this port does not receive through AF_XDP ('' : it tries); ``foreign_program``: another XDP program."""
         if self._config.dataplane.fastpath_receive == "af_packet":
             return "dataplane.fastpath_receive: af_packet"
-        if mode != "none" and program != PROG_NAME:
-            return f"XDP program {program or '?'} attached ({mode})"
+        if foreign_program:
+            return foreign_program
         if lk.mtu + 18 > self._fp.XSK_RX_MAX_FRAME:  # Ethernet header, one VLAN tag
             return f"MTU {lk.mtu} above the {self._fp.XSK_RX_MAX_FRAME - 18} an AF_XDP chunk holds"
         return ""
@@ -206,7 +207,7 @@ class FastpathEngine(Engine):
             prog = XskRedirect(ifindex)
             prog.insert(fd)
             prog.attach()
-        except AttachError as exc:
+        except DataplaneError as exc:  # AttachError with the kernel's reason, or no libbpf.so.1
             if prog is not None:
                 prog.close()
             return str(exc)
