@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 APT_PACKAGES=(
-  python3-bpfcc bpfcc-tools libbpf1 linux-headers-amd64 python3-dev python3-venv
+  python3-bpfcc bpfcc-tools libbpf1 libbpf-dev linux-headers-amd64 python3-dev python3-venv
   build-essential clang iproute2 bpftool ethtool etcd-server nftables iptables
   knot-dnsutils unbound dnsperf tshark tcpreplay netsniff-ng iperf3 wrk protobuf-compiler iputils-ping openssl
   linux-perf
