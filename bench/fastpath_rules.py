@@ -19,7 +19,9 @@ packet is classified and inserted). Rule sets of under 3 vector words (N = 1,
 ns/pkt above an XDP_DROP program, as in bench/xdp_rules.py, in the same run.
 reference: ReferenceEngine.process on as many of the flows as fit 2 s, one
 pass (it is the spec, never tuned). hit_pct: the timed passes' cache hits
-("-": the rule set classifies without the cache).
+("-": the rule set classifies without the cache). Each fastpath and XDP
+point is the median of --rounds measurements (3; with one, this VM's noisy
+seconds put single points at 2-3x their neighbours).
 
 Examples:
     python -m bench.fastpath_rules                     # full run (about 5 minutes)
@@ -50,7 +52,7 @@ from mep.dataplane.reference import ReferenceEngine
 from mep.dataplane.ruleset import CompiledRuleSet
 from mep.dataplane.tables import build_tables
 
-QUICK_ARGS = ["--counts", "1", "100", "10000", "--flows", "2048", "--repeat", "20", "--xdp-repeat", "50"]
+QUICK_ARGS = ["--counts", "1", "100", "10000", "--flows", "2048", "--repeat", "20", "--xdp-repeat", "50", "--rounds", "1"]
 POSITIONS = ("top", "middle", "bottom", "none")
 N6_PORT = [{"name": "n6", "ifname": "n6", "role": "n6", "mac": "02:00:00:00:06:01"}]
 
@@ -174,6 +176,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--flows", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=100, help="passes over the flows (fastpath, floor)")
     ap.add_argument("--xdp-repeat", type=int, default=200, help="test-run repeats per flow (XDP)")
+    ap.add_argument("--rounds", type=int, default=3, help="measurements per point, fastpath and XDP: the median")
     ap.add_argument("--no-xdp", action="store_true", help="leave out the XDP comparison")
     ap.add_argument("--cpu", type=int, default=1)
     args = ap.parse_args(argv)
@@ -211,15 +214,19 @@ def main(argv: Optional[list[str]] = None) -> None:
                         check(rs, engine, picked)
                         f = Frames([frame for frame, _ in picked])
                         want = {int(Verdict.PASS if position == "none" else Verdict.DROP): len(picked)}
-                        floor = time_floor(f, args.repeat)
                         hits0, misses0, _ = engine._core.cache_stats
-                        took = time_fastpath(engine, f, args.repeat, want) - floor
+                        floors, tooks = [], []
+                        for _ in range(args.rounds):
+                            floors.append(time_floor(f, args.repeat))
+                            tooks.append(time_fastpath(engine, f, args.repeat, want) - floors[-1])
+                        floor, took = statistics.median(floors), statistics.median(tooks)
                         hits, misses, _ = engine._core.cache_stats
                         hits, misses = hits - hits0, misses - misses0
                         if position not in reference_ns:
                             reference_ns[position] = time_reference(rs, f.frames)
                         ref_ns, ref_frames = reference_ns[position]
-                        xdp_ns = xdp.measure(mode, rs, picked, args.xdp_repeat) if xdp else None
+                        xdp_ns = (statistics.median(xdp.measure(mode, rs, picked, args.xdp_repeat)
+                                                    for _ in range(args.rounds)) if xdp else None)
                         row = dict(cache=mode, rules=n, filters=tables.nfilters, position=position, flows=len(picked),
                                    hit_pct="-" if not hits + misses else round(100 * hits / (hits + misses), 1),
                                    floor_ns=round(floor, 1), fastpath_ns=round(took, 1),
