@@ -169,12 +169,12 @@ def main(argv: Optional[list[str]] = None) -> None:
                     progress(f"{filt}, {mix}: {args.packets} packets")
                     fast = isinstance(engine, FastpathEngine)
                     d0, c0, e0 = delivered(), busy_cpu_seconds(), cpu_ticks(args.cpu)
-                    t0 = thread_cost(engine) if fast else (0, 0)
+                    p0 = engine_counts(engine) if fast else {}
                     seconds = send(topo, str(workdir / f"{mix}.cfg"), args.packets)
                     e1 = cpu_ticks(args.cpu)
                     time.sleep(1.0 if fast else 0.3)  # the engine drains its rings
                     got, cpu = delivered() - d0, busy_cpu_seconds() - c0
-                    t1 = thread_cost(engine) if fast else (0, 0)
+                    p1 = engine_counts(engine) if fast else {}
                     expect = 0 if (mix == "dropped" and filt != "none") else args.packets
                     report.add(filter=filt, generator="trafgen", mix=mix, rules=args.rules, sent=args.packets,
                                delivered=got,
@@ -183,7 +183,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                                delivered_kpps=round(got / seconds / 1000, 1),
                                cpu_s_per_mpkt=round(cpu / (args.packets / 1e6), 3),
                                engine_cpu_busy=round((e1[0] - e0[0]) / max(1, e1[1] - e0[1]), 2),
-                               engine_thread_ns_per_pkt=round((t1[0] - t0[0]) / max(1, t1[1] - t0[1])) if fast else "")
+                               engine_thread_ns_per_pkt=thread_ns_per_frame(p0, p1) if fast else "")
                     if expect == 0 and got:
                         notes.append(f"{filt}/{mix}: {got} frames delivered that should have been dropped")
                     progress(f"  sent {args.packets / seconds / 1000:.0f} kpps, delivered {got} "
@@ -229,16 +229,16 @@ def live_rows(report: Report, topo: Topology, engine: FastpathEngine, delivered:
             for kpps in args.live_rates:
                 packets = int(kpps * 1000 * args.live_seconds)
                 progress(f"fastpath, af_xdp, {mix}: live frames at {kpps} kpps, {packets} packets")
-                d0, c0, e0, p0 = delivered(), busy_cpu_seconds(), cpu_ticks(args.cpu), port_counts(engine)
-                s0, t0 = stat_ticks(args.cpu)[STEAL], thread_cost(engine)
+                d0, c0, e0, p0 = delivered(), busy_cpu_seconds(), cpu_ticks(args.cpu), engine_counts(engine)
+                s0 = stat_ticks(args.cpu)[STEAL]
                 with pinned_cpu(0 if args.cpu else 1):
                     sent, seconds = gen.run(packets=packets, rate=kpps * 1000, batch=max(64, kpps // 2))
                 e1, s1 = cpu_ticks(args.cpu), stat_ticks(args.cpu)[STEAL]
                 time.sleep(0.5)  # the engine drains its ring
-                p1, t1 = port_counts(engine), thread_cost(engine)
-                got = delivered() - d0 if mix == "steered" else p1["rx_frames"] - p0["rx_frames"]
-                cpu = busy_cpu_seconds() - c0
+                p1 = engine_counts(engine)
                 steered = mix == "steered"
+                got = delivered() - d0 if steered else p1["n6_frames"] - p0["n6_frames"]
+                cpu = busy_cpu_seconds() - c0
                 report.add(filter="fastpath, af_xdp", generator=f"live frames, {kpps} kpps offered", offered_kpps=kpps,
                            mix=mix,
                            rules=args.rules, sent=sent, delivered=got if steered else 0, lost=sent - got,
@@ -246,30 +246,33 @@ def live_rows(report: Report, topo: Topology, engine: FastpathEngine, delivered:
                            delivered_kpps=round(got / seconds / 1000, 1) if steered else 0,
                            cpu_s_per_mpkt=round(cpu / (sent / 1e6), 3),
                            engine_cpu_busy=round((e1[0] - e0[0]) / max(1, e1[1] - e0[1]), 2),
-                           engine_thread_ns_per_pkt=round((t1[0] - t0[0]) / max(1, t1[1] - t0[1])),
+                           engine_thread_ns_per_pkt=thread_ns_per_frame(p0, p1),
                            rx_ring_drops=p1["rx_dropped"] - p0["rx_dropped"],
                            tx_drops=p1["tx_dropped"] - p0["tx_dropped"],
                            engine_cpu_steal_ms=(s1 - s0) * 1000 // os.sysconf("SC_CLK_TCK"))
-                progress(f"  sent {sent / seconds / 1000:.0f} kpps, {'delivered' if mix == 'steered' else 'received'} "
+                progress(f"  sent {sent / seconds / 1000:.0f} kpps, {'delivered' if steered else 'received'} "
                          f"{got} ({got / seconds / 1000:.0f} kpps), lost {sent - got}")
 
 
-def thread_cost(engine: FastpathEngine) -> tuple[int, int]:
-    """(ns the engine's I/O thread has run, in user space and in the kernel, exactly: schedstat; frames received).
+def engine_counts(engine: FastpathEngine) -> dict[str, int]:
+    """One reading of the engine: its I/O thread's run time, the frames it received, n6's share and drops.
 
-    Per frame, the engine's whole cost (its sends' kernel work included), where
-    /proc/stat's tick sampling aliases with the generator's bursts.
+    thread_ns: the thread's time on a CPU, in user space and in the kernel,
+    exactly (schedstat), where /proc/stat's tick sampling aliases with the
+    generator's bursts: per frame, the engine's whole cost, its sends' kernel
+    work included. rx_dropped: n6's receive-ring losses; tx_dropped: the
+    sends the kernel refused, every port.
     """
     described = engine.describe()
-    ns = int(Path(f"/proc/self/task/{described['io_thread']}/schedstat").read_text().split()[0])
-    return ns, sum(p["rx_frames"] for p in described["ports"].values())
+    ports = described["ports"]
+    return {"thread_ns": int(Path(f"/proc/self/task/{described['io_thread']}/schedstat").read_text().split()[0]),
+            "frames": sum(p["rx_frames"] for p in ports.values()), "n6_frames": ports["n6"]["rx_frames"],
+            "rx_dropped": ports["n6"]["rx_dropped"], "tx_dropped": sum(p["tx_dropped"] for p in ports.values())}
 
 
-def port_counts(engine: FastpathEngine) -> dict[str, int]:
-    """rx_frames and rx_dropped of the n6 port, tx_dropped of every port (the frames the engine refused)."""
-    ports = engine.describe()["ports"]
-    return {"rx_frames": ports["n6"]["rx_frames"], "rx_dropped": ports["n6"]["rx_dropped"],
-            "tx_dropped": sum(p["tx_dropped"] for p in ports.values())}
+def thread_ns_per_frame(before: dict[str, int], after: dict[str, int]) -> int:
+    """The engine thread's run time per frame received between two ``engine_counts``."""
+    return round((after["thread_ns"] - before["thread_ns"]) / max(1, after["frames"] - before["frames"]))
 
 
 def summarise(report: Report, notes: list[str]) -> None:
