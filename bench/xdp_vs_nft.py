@@ -11,12 +11,15 @@ to its ring while trafgen shared the CPU). The frames: UDP, 256 flows, from
 FREE_SOURCES to FREE_SERVERS (bench/rulegen.py: no rule names them). Two
 mixes: "forwarded" (no rule matches: every frame crosses the MEP to the DN)
 and "dropped" (the last rule in match order, a DROP, matches every frame).
-Four filters on the same rule set (bench/rulegen.py's mix plus that last
+Five filters on the same rule set (bench/rulegen.py's mix plus that last
 rule): none (kernel forwarding only), nftables (mep/dataplane/nftables.py's
 emission, forward hook, one rule per filter in match order), "nftables
 sets" (the same rule set at nftables' best: each run of equal verdicts as
 concatenated interval set lookups, emit(sets=True)) and XDP (the MEP
-program, native mode, on every port). For none and nftables a pass-only XDP
+program, native mode, on every port), twice: "xdp" with
+dataplane.fib_forward (the frames it passes go to the DN from XDP, as the
+kernel's FIB says) and "xdp, stack forwarding" without (the kernel forwards
+them; forwarded mix only, the dropped one does not differ). For none and nftables a pass-only XDP
 program sits on the MEP's ports, so every filter uses veth's NAPI receive.
 Two generators: trafgen (netsniff-ng; every filter) and, for XDP, live
 frames (bench/_livegen.py: BPF_PROG_TEST_RUN, ~10x trafgen's rate), which
@@ -28,7 +31,8 @@ mep_cpu_s_per_mpkt is CPU 1's busy time per million frames handled: the
 cost of enforcing plus forwarding, with no generator in it; cpu_s_per_mpkt
 is every CPU's busy time (/proc/stat) per million frames handled, generator
 included. Checked per row: "forwarded" delivers every frame handled to the
-DN, "dropped" none (but with no filter).
+DN, "dropped" none (but with no filter); for "xdp" every frame delivered
+went from XDP (the FIB counter, mep_fib_counters), for the others none.
 
 Examples:
     python -m bench.xdp_vs_nft                      # 1000 rules, 2M trafgen frames, 2 s of live frames a row
@@ -58,7 +62,7 @@ from mep.config import Capacity, Config, DataplaneConfig
 from mep.dataplane.compiler import compile_ruleset
 from mep.dataplane.links import in_netns
 from mep.dataplane.nftables import emit
-from mep.dataplane.reasons import Verdict
+from mep.dataplane.reasons import FibOutcome, Verdict
 from mep.dataplane.reference import ReferenceEngine
 from mep.dataplane.resolver import netlink_resolver
 from mep.dataplane.testrun import XDP_FLAGS_DRV_MODE, ProbeProgram
@@ -209,7 +213,9 @@ STRAYS = 10  # n6 also receives the kernel's own frames (neighbour discovery): h
 def mep_cpu_seconds() -> float:
     """Busy time of the MEP's CPU so far (its NAPI thread, and the softirqs and ksoftirqd it hands work to)."""
     return cpu_ticks(MEP_CPU)[0] / os.sysconf("SC_CLK_TCK")
-FILTERS = ("none", "nftables", "nftables sets", "xdp")
+# "xdp": the MEP program with dataplane.fib_forward (what it passes goes to the DN from XDP);
+# "xdp, stack forwarding": the same program leaving what it passes to the kernel's forwarding.
+FILTERS = ("none", "nftables", "nftables sets", "xdp, stack forwarding", "xdp")
 
 
 def rx_packets(netns: str, ifname: str) -> int:
@@ -250,9 +256,14 @@ def main(argv: Optional[list[str]] = None) -> None:
         engine: Optional[XdpEngine] = None
         probe = ProbeProgram.load()
 
+        def fib_forwarded() -> int:
+            pb = engine.counters().fib.get(FibOutcome.FORWARDED) if engine is not None else None
+            return pb.packets if pb else 0
+
         def row(filt: str, generator: str, mix: str) -> None:
             progress(f"{filt}, {mix}, {generator}")
             h0, d0, c0, m0 = rx_packets(topo.ns("mep"), "n6"), delivered(), busy_cpu_seconds(), mep_cpu_seconds()
+            f0 = fib_forwarded()
             if generator == "trafgen":
                 sent, seconds = args.packets, send(topo, str(trafgen_files[mix]), args.packets)
             else:
@@ -263,6 +274,9 @@ def main(argv: Optional[list[str]] = None) -> None:
             expect = 0 if (mix == "dropped" and filt != "none") else handled
             if abs(got - expect) > STRAYS or not handled:
                 report.notes.append(f"{filt}/{mix}/{generator}: handled {handled}, delivered {got}, expected {expect}")
+            from_xdp = fib_forwarded() - f0  # fib_forward on: what was delivered went from XDP, none through the stack
+            if from_xdp != (got if filt == "xdp" else 0):
+                report.notes.append(f"{filt}/{mix}/{generator}: delivered {got}, {from_xdp} of them forwarded from XDP")
             report.add(filter=filt, generator=generator, mix=mix, rules=args.rules, sent=sent, handled=handled,
                        delivered=got, seconds=round(seconds, 2), kpps=round(handled / seconds / 1000, 1),
                        mep_busy=round(mep / seconds, 2), mep_cpu_s_per_mpkt=round(mep / (handled / 1e6), 3),
@@ -288,13 +302,21 @@ def main(argv: Optional[list[str]] = None) -> None:
                     script = emit(ruleset, sets=filt == "nftables sets")
                     nft = topo.run("mep", ["nft", "-f", "-"], input=script.encode(), capture_output=True)
                     assert nft.returncode == 0, nft.stderr.decode()
-                if filt == "xdp":
+                if filt.startswith("xdp"):
                     topo.run("mep", ["nft", "flush", "ruleset"], check=True)
-                    engine = XdpEngine(config, netns=topo.ns("mep"))  # replaces the pass-only program
+                    # replaces the program attached (the pass-only one, or the last XDP filter's, whose
+                    # pinned maps it adopts): the port keeps its NAPI thread
+                    previous = engine
+                    engine = XdpEngine(config.model_copy(update={"dataplane": config.dataplane.model_copy(
+                        update={"fib_forward": filt == "xdp"})}), netns=topo.ns("mep"))
+                    if previous is not None:
+                        previous.close()
                     engine.apply(ruleset)
                 for mix in mixes:
+                    if filt == "xdp, stack forwarding" and mix == "dropped":
+                        continue  # the same path as "xdp": forwarding plays no part
                     row(filt, "trafgen", mix)
-                    if filt == "xdp":
+                    if filt.startswith("xdp"):
                         row(filt, "live frames", mix)
         finally:
             for generator in live.values():
@@ -314,17 +336,17 @@ def main(argv: Optional[list[str]] = None) -> None:
 def summarise(report: Report) -> None:
     """The ratios the issue asks for, per mix: pps (XDP's best generator) and MEP CPU per packet."""
     by = {(r["filter"], r["generator"], r["mix"]): r for r in report.rows}
-    for mix in ("forwarded", "dropped"):
-        xdp_live, xdp_trafgen = by.get(("xdp", "live frames", mix)), by.get(("xdp", "trafgen", mix))
+    for xdp, mix in (("xdp", "forwarded"), ("xdp, stack forwarding", "forwarded"), ("xdp", "dropped")):
+        xdp_live, xdp_trafgen = by.get((xdp, "live frames", mix)), by.get((xdp, "trafgen", mix))
         for form in ("nftables", "nftables sets"):
             nft = by.get((form, "trafgen", mix))
             if nft is None or xdp_live is None or xdp_trafgen is None:
                 continue
             report.notes.append(
-                f"{mix}: XDP's pps is {xdp_live['kpps'] / nft['kpps']:.1f}x {form}'s (each on one CPU, "
+                f"{mix}: {xdp}'s pps is {xdp_live['kpps'] / nft['kpps']:.1f}x {form}'s (each on one CPU, "
                 f"MEP CPU busy {xdp_live['mep_busy']:.2f} and {nft['mep_busy']:.2f}); {form} uses "
-                f"{nft['mep_cpu_s_per_mpkt'] / xdp_trafgen['mep_cpu_s_per_mpkt']:.1f}x XDP's MEP CPU per packet "
-                f"(same generator), {nft['mep_cpu_s_per_mpkt'] / xdp_live['mep_cpu_s_per_mpkt']:.1f}x at XDP's full rate")
+                f"{nft['mep_cpu_s_per_mpkt'] / xdp_trafgen['mep_cpu_s_per_mpkt']:.1f}x {xdp}'s MEP CPU per packet "
+                f"(same generator), {nft['mep_cpu_s_per_mpkt'] / xdp_live['mep_cpu_s_per_mpkt']:.1f}x at its full rate")
     for row in report.rows:
         row["series"] = f"{row['mix']}, {row['generator']}"
 

@@ -280,6 +280,8 @@ class AdminApi:
             "reasons": {r.name: _pb(pb) for r, pb in sorted(c.reasons.items()) if pb.packets},
             "rules": {str(rid): _pb(pb) for rid, pb in sorted(c.rules.items()) if pb.packets},
         }
+        if c.fib:  # dataplane.fib_forward: what became of the PASS frames XDP offered to the FIB
+            body["fib"] = {o.name: _pb(pb) for o, pb in sorted(c.fib.items()) if pb.packets}
         for service in self.daemon.services:
             if isinstance(service, DnsServer):
                 body["dns"] = service.stats()  # the user-space responder (docs/dns.md)

@@ -190,6 +190,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
         _table([(v, c["packets"], c["bytes"]) for v, c in st["verdicts"].items()], ("VERDICT", "PACKETS", "BYTES"))
         print()
         _table([(r, c["packets"], c["bytes"]) for r, c in st["reasons"].items()], ("REASON", "PACKETS", "BYTES"))
+    if st.get("fib"):
+        print()
+        _table([(o, c["packets"], c["bytes"]) for o, c in st["fib"].items()], ("PASS FRAMES (FIB)", "PACKETS", "BYTES"))
     dns_ids = set(st["dns"]["rules"]) if "dns" in st else set()
     rules = sorted(((r, c) for r, c in st["rules"].items() if r not in dns_ids), key=lambda kv: -kv[1]["packets"])
     if rules:

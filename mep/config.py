@@ -156,6 +156,11 @@ class DataplaneConfig(_Section):
     # can hand it the port's frames, else an AF_PACKET ring ("auto"), or insist on one.
     fastpath_receive: Literal["auto", "af_xdp", "af_packet"] = "auto"
     default_action: Literal["PASSTHROUGH", "DROP"] = "PASSTHROUGH"
+    # The XDP engine: frames with a PASS verdict (no rule, PASSTHROUGH, from an app) go to
+    # their next hop from XDP where the kernel's FIB names a data-plane port and a resolved
+    # neighbour, bypassing netfilter's forward hooks; else, and when false, through the
+    # stack (docs/xdp.md, "Forwarding in XDP").
+    fib_forward: bool = False
     capacity: Capacity = Capacity()
     ports: list[PortConfig] = Field(default_factory=list, max_length=64)
     # Store changes arriving within this window are compiled as one rule set. 0: the

@@ -267,7 +267,7 @@ class Demo:
             "log": {"level": "info", "format": "json"},
             "store": {"backend": "sqlite", "sqlite": {"path": str(self.workdir / "mep.db")}},
             "dataplane": {"engine": "xdp", "netns": self.topo.ns("mep"), "pin_root": str(self.pin_root),
-                          "ports": self.topo.mep_config()["ports"], "apply_batch_ms": 1,
+                          "ports": self.topo.mep_config()["ports"], "apply_batch_ms": 1, "fib_forward": True,
                           "capacity": {"rules": 64, "filters": 128, "flows": 4096, "dns_names": 64}},
             "mp1": {"enabled": True, "listen": f"{a.mep_services}:{MP1_PORT}"},
             "mm5": {"enabled": True, "listen": f"127.0.0.1:{MM5_PORT}"},
@@ -524,6 +524,10 @@ class Demo:
         self.check("after termination the whole RTP stream reached the DN",
                    after.rtp_sent > 0 and after.rtp_dn == after.rtp_sent,
                    f"sent {after.rtp_sent}, DN {after.rtp_dn}")
+        fib = self.admin.get("/stats").get("fib", {})
+        self.check("XDP sent the data network's traffic to its next hop itself (dataplane.fib_forward)",
+                   fib.get("FORWARDED", {}).get("packets", 0) >= after.rtp_dn,
+                   ", ".join(f"{k} {v['packets']}" for k, v in fib.items()) or "nothing offered to the FIB")
         self.check("video-to-edge is gone from the rules in force", "video-analytics/video-to-edge" not in after.rules,
                    str(sorted(after.rules)))
         assert self.upf is not None and self.gnb is not None, "build() first"

@@ -26,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .reasons import REASON_VERDICT, Reason, Verdict
+from .reasons import REASON_VERDICT, FibOutcome, Reason, Verdict
 from .ruleset import CompiledRuleSet
 
 __all__ = ["Output", "Result", "PacketBytes", "Counters", "Engine"]
@@ -66,6 +66,9 @@ class Counters:
     rules: dict[int, PacketBytes] = field(default_factory=lambda: defaultdict(PacketBytes))
     verdicts: dict[Verdict, PacketBytes] = field(default_factory=lambda: defaultdict(PacketBytes))
     reasons: dict[Reason, PacketBytes] = field(default_factory=lambda: defaultdict(PacketBytes))
+    # PASS frames the XDP engine offered to the kernel's FIB (dataplane.fib_forward), by
+    # outcome: counted besides their reason; empty for the other engines.
+    fib: dict[FibOutcome, PacketBytes] = field(default_factory=dict)
 
     def record(self, result: Result, length: int) -> None:
         self.verdicts[result.verdict].add(length)
@@ -79,6 +82,7 @@ class Counters:
             "rules": {rid: (c.packets, c.bytes) for rid, c in sorted(self.rules.items()) if c.packets},
             "verdicts": {v.name: (c.packets, c.bytes) for v, c in sorted(self.verdicts.items()) if c.packets},
             "reasons": {r.name: (c.packets, c.bytes) for r, c in sorted(self.reasons.items()) if c.packets},
+            "fib": {o.name: (c.packets, c.bytes) for o, c in sorted(self.fib.items()) if c.packets},
         }
 
 

@@ -334,7 +334,8 @@ class XdpEngine(Engine):
         for index, pc in enumerate(self._config.dataplane.ports, start=1):
             live = links.link(pc.ifname)
             mtu = pc.mtu if "mtu" in pc.model_fields_set else live.mtu
-            entries.append(PortEntry(index, live.ifindex, ROLE_CODE[pc.role], mtu))
+            entries.append(PortEntry(index, live.ifindex, ROLE_CODE[pc.role], mtu,
+                                     self._config.dataplane.fib_forward))
         return entries
 
     def _setup_port_maps(self) -> None:
@@ -510,6 +511,7 @@ class XdpEngine(Engine):
             "rules": len(rs.rules) if rs else 0,
             "xdp_modes": dict(self._modes),
             "dns_responder": self._dns_on,
+            "fib_forward": self._config.dataplane.fib_forward,
             "pin_dir": str(self._pin_dir),
             "capacity": {"rules": self._sizes.rules, "filters": self._sizes.filters,
                          "vectors": self._sizes.vectors, "flows": self._sizes.flows,

@@ -8,8 +8,12 @@ the test that triggers each, and this file checks that test exists.
 from __future__ import annotations
 
 import importlib
+import re
+from pathlib import Path
 
-from mep.dataplane.reasons import REASON_VERDICT, Reason, Verdict
+import pytest
+
+from mep.dataplane.reasons import REASON_VERDICT, FibOutcome, Reason, Verdict
 from tests.dataplane.cases import CASES
 
 NATIVE_ONLY = {
@@ -41,3 +45,20 @@ def test_every_verdict_has_a_reason() -> None:
 def test_case_reasons_belong_to_their_verdicts() -> None:
     for case in CASES:
         assert REASON_VERDICT[Reason[case.reason]].name == case.verdict, case.id
+
+
+LINUX_BPF_H = Path("/usr/include/linux/bpf.h")
+
+
+def test_fib_outcomes_below_16_are_the_kernels_codes() -> None:
+    """fib.h counts bpf_fib_lookup's return code as the outcome: names and numbers as in the uapi header."""
+    if not LINUX_BPF_H.is_file():
+        pytest.skip(f"{LINUX_BPF_H} is missing (apt-get install linux-libc-dev)")
+    enum = re.search(r"enum\s*\{\s*(BPF_FIB_LKUP_RET_SUCCESS.*?)\}", LINUX_BPF_H.read_text(), re.S)
+    assert enum, f"no BPF_FIB_LKUP_RET_* enum in {LINUX_BPF_H}"
+    kernel = {name: number for number, name in enumerate(re.findall(r"BPF_FIB_LKUP_RET_(\w+)", enum.group(1)))}
+    ours = {o.name: int(o) for o in FibOutcome if o < 16}
+    assert ours.pop("FORWARDED") == kernel.pop("SUCCESS")
+    assert ours == {name: number for name, number in kernel.items() if name in ours}
+    # the kernel's codes fib.h never sees (a flag it does not pass) are counted under NOT_FWDED
+    assert set(kernel) - set(ours) <= {"NO_SRC_ADDR"}

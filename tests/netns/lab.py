@@ -97,16 +97,17 @@ class EngineLab:
 
 
 class XdpLab(EngineLab):
-    """The lab with an XdpEngine whose maps are pinned under ``pin_root``; it can restart the control plane."""
+    """The lab with an XdpEngine whose maps are pinned under ``pin_root``; it can restart the control plane.
+    ``fib_forward``: dataplane.fib_forward (PASS frames forwarded in XDP)."""
 
     engine: XdpEngine
 
-    def __init__(self, topo: Topology, pin_root: Path) -> None:
+    def __init__(self, topo: Topology, pin_root: Path, *, fib_forward: bool = False) -> None:
         from mep.dataplane.xdp import XdpEngine
 
         self.pin_root = pin_root
         config = Config(instance="e2e", dataplane=DataplaneConfig(ports=MEP_PORTS, pin_root=pin_root,
-                                                                  capacity=CAPACITY))
+                                                                  capacity=CAPACITY, fib_forward=fib_forward))
         super().__init__(topo, config, XdpEngine(config, netns=topo.ns("mep")))
 
     def restart_engine(self) -> None:

@@ -21,6 +21,7 @@ from mep.state.lifecycle import LifecycleEvent
 from mep.state.records import AppInstance
 from tests.netns.lab import STEER_HTTP, ask, echo_servers, settle
 from tests.rulesets import rule
+from tests.unit.test_daemon import mep
 from upf_sim.topology import MEP_PORTS, Topology
 
 pytestmark = pytest.mark.needs_root
@@ -39,6 +40,7 @@ def test_store_changes_steer_real_packets(topo: Topology, tmp_path: Path) -> Non
         "instance": "d1",
         "store": {"backend": "sqlite", "sqlite": {"path": str(tmp_path / "mep.db")}},
         "dataplane": {"engine": "xdp", "netns": topo.ns("mep"), "ports": MEP_PORTS, "pin_root": str(pin_root),
+                      "fib_forward": True,
                       "capacity": {"rules": 128, "filters": 256, "flows": 4096, "dns_names": 16}},
         "admin": {"socket": str(tmp_path / "admin.sock")},
         "mp1": {"enabled": False}, "mm5": {"enabled": False},
@@ -59,6 +61,13 @@ def test_store_changes_steer_real_packets(topo: Topology, tmp_path: Path) -> Non
             assert await asyncio.to_thread(ask, topo) == "app1:q"
             described = daemon.engine.describe()
             assert described["engine"] == "xdp" and described["xdp_modes"]["n6"] in ("native", "generic")
+            assert described["fib_forward"] is True
+            # what went to the DN went from XDP (the lab's neighbours are static), and mep stats says so
+            out = await asyncio.to_thread(mep, "stats", "--socket", str(config.admin_socket))
+            assert out.returncode == 0, out.stderr
+            table = out.stdout.split("PASS FRAMES (FIB)")[1].split("\n\n")[0].splitlines()[1:]
+            fib = {name: int(packets) for name, packets, _ in map(str.split, table)}
+            assert fib["FORWARDED"] > 0 and set(fib) == {"FORWARDED"}, out.stdout
             await store.put_traffic_rule("cache", TrafficRule.model_validate({**STEER_HTTP, "state": "INACTIVE"}))
             await settle(daemon)
             assert await asyncio.to_thread(ask, topo) == "dn:q"

@@ -20,9 +20,14 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Raw
 
 from mep.dataplane.links import in_netns, link
-from mep.dataplane.reasons import Reason
+from mep.dataplane.engine import PacketBytes
+from mep.dataplane.reasons import FibOutcome, Reason, Verdict
+from mep.dataplane.ruleset import PORT_STACK
 from mep.dataplane.xsk import PROG_NAME, attached_program
 from tests.netns.lab import REPO, STEER_HTTP, EngineLab, XdpLab, fastpath_lab
 from tests.rulesets import rule
@@ -30,14 +35,15 @@ from upf_sim.topology import ADDR, MEP_PORTS, Topology
 
 pytestmark = pytest.mark.needs_root
 
-@pytest.fixture(scope="module", params=["xdp", "fastpath", "fastpath, af_packet"])
+@pytest.fixture(scope="module", params=["xdp", "xdp, fib_forward", "fastpath", "fastpath, af_packet"])
 def lab(request: pytest.FixtureRequest) -> Iterator[EngineLab]:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, BPF, nftables, AF_PACKET); CI runs as root")
-    if request.param == "xdp":
+    if request.param.startswith("xdp"):
         pytest.importorskip("bcc", reason="the XDP engine needs bcc (python3-bpfcc)")
     with Topology() as topo:
-        lab = (XdpLab(topo, Path("/sys/fs/bpf") / f"mep-e2e-{os.getpid()}") if request.param == "xdp"
+        lab = (XdpLab(topo, Path("/sys/fs/bpf") / f"mep-e2e-{os.getpid()}",
+                      fib_forward=request.param.endswith("fib_forward")) if request.param.startswith("xdp")
                else fastpath_lab(topo, "af_packet" if request.param.endswith("af_packet") else "auto"))
         try:
             lab.start_servers()
@@ -130,6 +136,101 @@ def test_xdp_restart_adopts_the_running_program_without_loss(lab: EngineLab) -> 
     assert lab.engine.generation == generation + 1
     assert EngineLab.result(sender)["sent"] == count
     assert lab.result(receiver)["received"] == count
+
+
+def fib_only(lab: EngineLab) -> None:
+    if not lab.config.dataplane.fib_forward:
+        pytest.skip("what only dataplane.fib_forward does")
+
+
+def stack_forwarded(lab: EngineLab) -> int:
+    """IPv4 datagrams the mep namespace's stack has forwarded (/proc/net/snmp Ip: ForwDatagrams)."""
+    out = lab.topo.run("mep", ["cat", "/proc/net/snmp"], capture_output=True, text=True, check=True).stdout
+    names, values = [line.split()[1:] for line in out.splitlines() if line.startswith("Ip:")][:2]
+    return int(values[names.index("ForwDatagrams")])
+
+
+def test_fib_forward_takes_pass_frames_to_the_dn_without_the_stack(lab: EngineLab) -> None:
+    fib_only(lab)
+    lab.apply([STEER_HTTP])
+    before = lab.engine.counters().fib.get(FibOutcome.FORWARDED, PacketBytes()).packets
+    stack_before = stack_forwarded(lab)
+    receiver = lab.start("dn", "count-udp", ADDR.server, "9400", "1")
+    lab.run("upf", "send-udp", ADDR.ue1, ADDR.server, "9400", "300", "2000")
+    assert lab.result(receiver)["received"] == 300
+    assert lab.engine.counters().fib[FibOutcome.FORWARDED].packets - before >= 300
+    assert stack_forwarded(lab) == stack_before  # the topology's neighbours are static: none went the slow way
+
+
+def test_fib_forward_rewrites_as_the_stack_would(lab: EngineLab) -> None:
+    """Byte for byte (test-run on the n6 port, in the lab's namespace): the TTL less one and the
+    IPv4 checksum updated, the DN port's MAC and the next hop's; a TTL of 1 goes to the stack,
+    which answers it with an ICMP time exceeded."""
+    fib_only(lab)
+    lab.apply([STEER_HTTP])
+    n6, dn = (next(i for i, p in enumerate(MEP_PORTS, start=1) if p["name"] == name) for name in ("n6", "dn"))
+
+    def frame(ttl: int) -> Ether:
+        return (Ether(src=ADDR.upf_n6_mac, dst=ADDR.mep_n6_mac) / IP(src=ADDR.ue1, dst=ADDR.server, ttl=ttl, tos=0x28)
+                / UDP(sport=40000, dport=9400) / Raw(b"fib" * 10))
+
+    want = frame(63)
+    want[Ether].src, want[Ether].dst = ADDR.mep_dn_mac, ADDR.dn_mac
+    counted = lab.engine.counters().fib
+    result = lab.engine.process(bytes(frame(64)), n6)
+    assert (result.verdict, result.reason) == (Verdict.PASS, Reason.PASS_NO_MATCH)
+    assert [(o.port, o.frame) for o in result.outputs] == [(dn, bytes(want))]
+    result = lab.engine.process(bytes(frame(1)), n6)
+    assert [(o.port, o.frame) for o in result.outputs] == [(PORT_STACK, bytes(frame(1)))]
+    after = lab.engine.counters().fib
+    for outcome in (FibOutcome.FORWARDED, FibOutcome.TTL):
+        assert after[outcome].packets == counted.get(outcome, PacketBytes()).packets + 1, outcome.name
+
+
+# What the FIB says for a destination (routes the case adds to the mep namespace) -> the outcome.
+# Each frame goes to the stack unchanged (test-run: nothing is sent), counted under that outcome.
+FIB_CASES = [
+    ("blackhole route", "198.18.101.1", [["ip", "route", "add", "blackhole", "198.18.101.0/24"]], "BLACKHOLE"),
+    ("unreachable route", "198.18.102.1", [["ip", "route", "add", "unreachable", "198.18.102.0/24"]],
+     "UNREACHABLE"),
+    ("prohibit route", "198.18.103.1", [["ip", "route", "add", "prohibit", "198.18.103.0/24"]], "PROHIBIT"),
+    ("the MEP's own address", ADDR.mep_n6, [], "NOT_FWDED"),
+    ("a next hop with no neighbour entry", "198.18.104.1",
+     [["ip", "route", "add", "198.18.104.0/24", "via", "198.18.2.3"]], "NO_NEIGH"),
+    ("a route MTU below the frame", "198.18.105.1",
+     [["ip", "route", "add", "198.18.105.0/24", "via", ADDR.dn_gw, "mtu", "lock", "100"]], "FRAG_NEEDED"),
+    ("a route out of an interface that is no data-plane port", "198.18.106.1",
+     [["ip", "route", "add", "198.18.106.0/24", "dev", "mep-mir0"],
+      ["ip", "neigh", "add", "198.18.106.1", "lladdr", "02:00:00:00:ee:01", "dev", "mep-mir0"]], "NOT_A_PORT"),
+    ("forwarding off on the port it came in on", ADDR.server,
+     [["sysctl", "-qw", "net.ipv4.conf.n6.forwarding=0"]], "FWD_DISABLED"),
+]
+
+
+def test_fib_forward_leaves_to_the_stack_what_the_stack_must_answer(lab: EngineLab) -> None:
+    fib_only(lab)
+    lab.apply([STEER_HTTP])
+    n6 = next(i for i, p in enumerate(MEP_PORTS, start=1) if p["name"] == "n6")
+    for what, dst, setup, outcome in FIB_CASES:
+        frame = bytes(Ether(src=ADDR.upf_n6_mac, dst=ADDR.mep_n6_mac) / IP(src=ADDR.ue1, dst=dst)
+                      / UDP(sport=40000, dport=9400) / Raw(b"x" * 200))
+        counted = lab.engine.counters().fib.get(FibOutcome[outcome], PacketBytes()).packets
+        try:
+            for argv in setup:
+                lab.topo.run("mep", argv, check=True)
+            result = lab.engine.process(frame, n6)
+        finally:
+            lab.topo.run("mep", ["sysctl", "-qw", "net.ipv4.conf.n6.forwarding=1"], check=True)
+            for argv in setup:
+                if argv[:2] == ["ip", "route"]:
+                    lab.topo.run("mep", ["ip", "route", "del", *argv[3:]], check=True)
+        assert [(o.port, o.frame) for o in result.outputs] == [(PORT_STACK, frame)], what
+        assert lab.engine.counters().fib[FibOutcome[outcome]].packets == counted + 1, what
+    tagged = bytes(Ether(src=ADDR.upf_n6_mac, dst=ADDR.mep_n6_mac) / Dot1Q(vlan=7)
+                   / IP(src=ADDR.ue1, dst=ADDR.server) / UDP(sport=40000, dport=9400))
+    counted = lab.engine.counters().fib.get(FibOutcome.VLAN, PacketBytes()).packets
+    assert [o.port for o in lab.engine.process(tagged, n6).outputs] == [PORT_STACK]
+    assert lab.engine.counters().fib[FibOutcome.VLAN].packets == counted + 1
 
 
 def test_fastpath_passes_frames_to_the_stack_for_forwarding_and_local_delivery(lab: EngineLab) -> None:

@@ -205,7 +205,7 @@ struct port_val {
 	__u8 index;
 	__u8 role;                     /* MEP_ROLE_* */
 	__u8 mirror;                   /* MEP_ROLE_MIRROR: which target of a DUPLICATE rule */
-	__u8 pad;
+	__u8 fib_forward;              /* PASS frames arriving here may be forwarded in XDP (fib.h) */
 	__u32 mtu;
 };
 

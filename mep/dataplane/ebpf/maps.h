@@ -49,6 +49,10 @@ BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_rule_counters, MEP
 /* reason -> per-CPU packets/bytes; writer: the XDP and TC programs */
 BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_reason_counters, MEP_NREASONS,
 		 MEP_PIN(mep_reason_counters));
+/* fib.h outcome -> per-CPU packets/bytes of PASS frames offered to the FIB (dataplane.fib_forward);
+ * writer: the XDP program */
+BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_fib_counters, MEP_NFIB_OUTCOMES,
+		 MEP_PIN(mep_fib_counters));
 /* port index -> ifindex (bpf_redirect_map); writer: maps/ports.py at load */
 BPF_DEVMAP(mep_ports, MEP_MAX_PORTS);
 /* ingress ifindex -> port index and role (an array: one load, where a hash

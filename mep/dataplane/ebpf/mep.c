@@ -28,3 +28,4 @@
 #include "flow.h"
 #include "dns.h"
 #include "scratch.h"
+#include "fib.h"

@@ -233,7 +233,7 @@ int mep_xdp(struct xdp_md *ctx)
 	}
 	d = &s->d;
 	__builtin_memset(d, 0, sizeof(*d));
-	return finish(ctx, d, bytes, process(ctx, s, d));
+	return finish(ctx, d, bytes, fib_forward(ctx, s, process(ctx, s, d), bytes));
 }
 
 /* A flow cache miss (tail-called by mep_xdp, which parsed the frame and

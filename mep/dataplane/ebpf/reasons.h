@@ -5,8 +5,9 @@
  * (mep/dataplane/reasons.py), so the numbers are written here only.
  * Included by: every BPF source; parsed by reasons.py. No code, only lists.
  *
- * MEP_VERDICTS(X): X(name, number, description)
- * MEP_REASONS(X):  X(name, number, verdict, description)
+ * MEP_VERDICTS(X):     X(name, number, description)
+ * MEP_REASONS(X):      X(name, number, verdict, description)
+ * MEP_FIB_OUTCOMES(X): X(name, number, description)
  * A reason belongs to exactly one verdict. Drop reasons name a cause an
  * operator can act on (STYLE.md section 6).
  */
@@ -46,5 +47,22 @@
 	X(MEP_DROP_MTU,               50, MEP_VERDICT_DROP,      "rewritten frame exceeds the egress port MTU") \
 	X(MEP_DROP_COPY_STALE,        52, MEP_VERDICT_DROP,      "DUPLICATE copy whose rule changed before the copy was made") \
 	X(MEP_DROP_INTERNAL,          53, MEP_VERDICT_DROP,      "a kernel helper failed (headroom, devmap slot): report it")
+
+/* What became of a PASS frame offered to the kernel's FIB (dataplane.fib_forward,
+ * fib.h): forwarded in XDP, or to the stack and why. Counted in addition to
+ * its reason; 1-8 are bpf_fib_lookup's own BPF_FIB_LKUP_RET_* codes. */
+#define MEP_FIB_OUTCOMES(X)                                                                                \
+	X(MEP_FIB_FORWARDED,     0, "forwarded in XDP to the next hop the kernel's FIB names")                  \
+	X(MEP_FIB_BLACKHOLE,     1, "to the stack: a blackhole route")                                          \
+	X(MEP_FIB_UNREACHABLE,   2, "to the stack: an unreachable route (the stack answers ICMP)")              \
+	X(MEP_FIB_PROHIBIT,      3, "to the stack: a prohibit route (the stack answers ICMP)")                  \
+	X(MEP_FIB_NOT_FWDED,     4, "to the stack: for this host, or no unicast route")                         \
+	X(MEP_FIB_FWD_DISABLED,  5, "to the stack: forwarding is disabled on the port it came in on")           \
+	X(MEP_FIB_UNSUPP_LWT,    6, "to the stack: the route encapsulates (lightweight tunnel)")                \
+	X(MEP_FIB_NO_NEIGH,      7, "to the stack: the next hop's MAC is not resolved (the stack resolves it)") \
+	X(MEP_FIB_FRAG_NEEDED,   8, "to the stack: larger than the egress MTU")                                 \
+	X(MEP_FIB_NOT_A_PORT,   16, "to the stack: the route leaves by an interface that is not a data-plane port") \
+	X(MEP_FIB_TTL,          17, "to the stack: its TTL or hop limit expires here (the stack answers ICMP)")   \
+	X(MEP_FIB_VLAN,         18, "to the stack: 802.1Q-tagged (a VLAN device of the stack routes it)")
 
 #endif /* MEP_REASONS_H */

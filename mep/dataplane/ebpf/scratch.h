@@ -19,6 +19,7 @@ struct scratch {
 	__u8 csum_buf[512 + 4];        /* actions.h udp6_csum: MEP_CSUM_CHUNK + 4 */
 	struct dns_key dns_key;        /* dns.h */
 	struct dns_work dns_work;
+	struct bpf_fib_lookup fib;     /* fib.h */
 	/* a flow cache miss: the half mep_xdp_classify() classified in, its
 	 * result, and whether it has one (read and cleared by the pass it
 	 * tail-calls back) */

@@ -19,7 +19,7 @@ from typing import Any
 
 from ...config import Capacity, PortRole
 from ...models import TrafficRuleAction
-from ..reasons import Reason
+from ..reasons import FibOutcome, Reason
 from ..ruleset import TargetKind
 from ..tables import ADDR4_BUCKET_BITS, ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, Field
 from .counters import slots_for
@@ -142,6 +142,7 @@ def cflags(sizes: Sizes, pin_dir: Path, *, load_id: str = "0", debug: bool = Fal
         "MEP_MAX_IFINDEX": MAX_IFINDEX,
         "MEP_NFIELDS": len(Field),
         "MEP_NREASONS": max(Reason) + 1,
+        "MEP_NFIB_OUTCOMES": max(FibOutcome) + 1,
         "MEP_PIN_DIR": f'"{pin_dir}"',
         "MEP_PIN_PROGS": f'"{progs_pin(pin_dir, load_id)}"',
     }

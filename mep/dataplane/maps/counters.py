@@ -1,4 +1,4 @@
-"""Owner of mep_rule_counters and mep_reason_counters: slot allocation and per-CPU sums.
+"""Owner of mep_rule_counters, mep_reason_counters and mep_fib_counters: slot allocation and per-CPU sums.
 
 Rules count into a slot that stays theirs while they exist, across rule-set
 generations, so a rule's counters survive updates. A removed rule's slot is
@@ -19,7 +19,7 @@ from typing import Any
 
 from ...errors import CapacityError, RuleProblem
 from ..engine import Counters, PacketBytes
-from ..reasons import REASON_VERDICT, Reason
+from ..reasons import REASON_VERDICT, FibOutcome, Reason
 
 __all__ = ["CounterMaps", "SlotCounters", "per_cpu_sum", "slots_for", "HELD_GENERATIONS"]
 
@@ -108,6 +108,7 @@ class CounterMaps:
     def __init__(self, bpf: Any, max_rules: int, slots: dict[int, int] | None = None) -> None:
         self._rules = SlotCounters(bpf["mep_rule_counters"], 0, max_rules, "dataplane.capacity.rules", slots)
         self._reasons = bpf["mep_reason_counters"]
+        self._fib = bpf["mep_fib_counters"]
 
     @property
     def slots(self) -> dict[int, int]:
@@ -126,4 +127,8 @@ class CounterMaps:
                 v = counters.verdicts[REASON_VERDICT[reason]]
                 v.packets += pb.packets
                 v.bytes += pb.bytes
+        for outcome in FibOutcome:
+            pb = per_cpu_sum(self._fib, int(outcome))
+            if pb.packets:
+                counters.fib[outcome] = pb
         return counters

@@ -1,6 +1,7 @@
 """Owner of mep_ports (DEVMAP), mep_port_of and mep_mirrors: the data plane's interfaces.
 
-Filled at every load from the resolved ports (index, ifindex, role, MTU) and
+Filled at every load from the resolved ports (index, ifindex, role, MTU,
+whether PASS frames arriving there may be forwarded in XDP: ebpf/fib.h) and
 the two mirror veth pairs that carry DUPLICATE_* copies (ebpf/mep_tc.c).
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ class PortEntry:
     ifindex: int
     role: int  # abi.ROLE_CODE value
     mtu: int
+    fib_forward: bool = False  # dataplane.fib_forward
 
 
 class PortMaps:
@@ -34,7 +36,7 @@ class PortMaps:
             _check_ifindex(p.ifindex)
             self._devmap[ct.c_int(p.index)] = ct.c_int(p.ifindex)
             val = self._port_of.Leaf()
-            val.index, val.role, val.mtu = p.index, p.role, p.mtu
+            val.index, val.role, val.mtu, val.fib_forward = p.index, p.role, p.mtu, p.fib_forward
             self._port_of[ct.c_uint32(p.ifindex)] = val
 
     def remove_port(self, index: int) -> None:

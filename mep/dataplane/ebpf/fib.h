@@ -1,0 +1,158 @@
+/* fib.h - the stack's forwarding, done in XDP: frames with a PASS verdict to their next hop.
+ *
+ * A PASS verdict sends a frame to the kernel stack, which routes it (the
+ * default path to the data network). With dataplane.fib_forward the port
+ * it arrived on has port_val.fib_forward set, and fib_forward() asks the
+ * kernel's FIB (bpf_fib_lookup: routes, rules, neighbours, the egress MTU)
+ * where the stack would send it. When that is a data-plane port with a
+ * resolved neighbour, XDP does what ip_forward() would: the TTL or hop
+ * limit less one (the IPv4 checksum updated as ip_decrease_ttl() does),
+ * the next hop's and the port's MACs, and the frame out that port. Every
+ * other case goes to the stack unchanged, which answers it (ICMP errors,
+ * neighbour resolution, fragmentation, VLAN devices, local delivery).
+ * What it bypasses: netfilter's forward and postrouting hooks, and the
+ * stack's own counters (docs/xdp.md, "Forwarding in XDP").
+ * Every frame offered is counted in mep_fib_counters under one outcome
+ * (reasons.h MEP_FIB_OUTCOMES); the verdict and reason stay the ones the
+ * rules gave (PASS), only the output port changes.
+ * Included by the entry file.
+ */
+#ifndef MEP_FIB_H
+#define MEP_FIB_H
+
+#define MEP_FIB_OUTCOME_ENUM(name, num, desc) name = num,
+enum mep_fib_outcome { MEP_FIB_OUTCOMES(MEP_FIB_OUTCOME_ENUM) };
+
+/* The frame's routed header (the outer one of a tunnel) described in *f for
+ * bpf_fib_lookup; an outcome other than MEP_FIB_FORWARDED when the stack
+ * must handle the frame. */
+static __always_inline __u32 fib_params(struct xdp_md *ctx, const struct pkt *p, struct bpf_fib_lookup *f)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	const struct ip_info *ip = p->tunnel ? &p->outer : &p->user;
+	__u32 off = ip->off & MEP_MAX_OFF;
+
+	if (p->has_vlan)
+		return MEP_FIB_VLAN;
+	__builtin_memset(f, 0, sizeof(*f));
+	f->ifindex = ctx->ingress_ifindex;
+	f->l4_protocol = ip->proto;
+	if (ip->has_ports) {
+		f->sport = bpf_htons(ip->sport);
+		f->dport = bpf_htons(ip->dport);
+	}
+	if (ip->family == 4) {
+		struct iphdr *iph = data + off;
+
+		if ((void *)(iph + 1) > data_end)
+			return MEP_FIB_NOT_FWDED;
+		if (iph->ttl <= 1)
+			return MEP_FIB_TTL;
+		f->family = AF_INET;
+		f->tos = iph->tos;
+		f->tot_len = bpf_ntohs(iph->tot_len);
+		f->ipv4_src = iph->saddr;
+		f->ipv4_dst = iph->daddr;
+		return MEP_FIB_FORWARDED;
+	}
+	{
+		struct ipv6hdr *ip6 = data + off;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return MEP_FIB_NOT_FWDED;
+		if (ip6->hop_limit <= 1)
+			return MEP_FIB_TTL;
+		f->family = AF_INET6;
+		f->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
+		f->tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		__builtin_memcpy(f->ipv6_src, &ip6->saddr, 16);
+		__builtin_memcpy(f->ipv6_dst, &ip6->daddr, 16);
+	}
+	return MEP_FIB_FORWARDED;
+}
+
+/* One hop less, as ip_forward() and ip6_forward() count it; fib_params()
+ * checked the header's bounds and that the count is above 1. */
+static __always_inline void fib_decrease_ttl(struct xdp_md *ctx, const struct pkt *p)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	const struct ip_info *ip = p->tunnel ? &p->outer : &p->user;
+	__u32 off = ip->off & MEP_MAX_OFF;
+
+	if (ip->family == 4) {
+		struct iphdr *iph = data + off;
+		__u32 check;
+
+		if ((void *)(iph + 1) > data_end)
+			return;
+		check = (__u32)iph->check + (__u32)bpf_htons(0x0100);
+		iph->check = (__u16)(check + (check >= 0xffff));
+		iph->ttl--;
+	} else {
+		struct ipv6hdr *ip6 = data + off;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return;
+		ip6->hop_limit--;
+	}
+}
+
+/* Where the stack would send the frame, if that is a data-plane port: the
+ * outcome, and on MEP_FIB_FORWARDED the frame rewritten for its next hop
+ * and the redirect set (d->port names the port). */
+static __always_inline __u32 fib_route(struct xdp_md *ctx, const struct pkt *p, struct bpf_fib_lookup *f,
+				       struct decision *d)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct port_val *out;
+	__u32 outcome = fib_params(ctx, p, f), egress;
+	long rc;
+
+	if (outcome != MEP_FIB_FORWARDED)
+		return outcome;
+	rc = bpf_fib_lookup(ctx, f, sizeof(*f), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return rc > 0 && rc <= MEP_FIB_FRAG_NEEDED ? rc : MEP_FIB_NOT_FWDED;
+	egress = f->ifindex;
+	out = mep_port_of.lookup(&egress);
+	if (!out || !out->index || out->role == MEP_ROLE_MIRROR)
+		return MEP_FIB_NOT_A_PORT;
+	if (mep_ports.redirect_map(out->index, 0) != XDP_REDIRECT)
+		return MEP_FIB_NOT_A_PORT;  /* an empty DEVMAP slot: the stack still has the route */
+	if (data + ETH_HLEN_BYTES > data_end)
+		return MEP_FIB_NOT_FWDED;
+	fib_decrease_ttl(ctx, p);
+	__builtin_memcpy(data, f->dmac, 6);
+	__builtin_memcpy(data + 6, f->smac, 6);
+	d->port = out->index;
+	return MEP_FIB_FORWARDED;
+}
+
+/* The action for a frame process() decided: a PASS without copies, arrived
+ * on a port with fib_forward, goes to its next hop here when fib_route()
+ * can take it; anything else keeps `action`. */
+static __always_inline int fib_forward(struct xdp_md *ctx, struct scratch *s, int action, __u64 bytes)
+{
+	__u32 ifindex = ctx->ingress_ifindex, outcome;
+	struct port_val *in;
+
+	if (action != XDP_PASS)
+		return action;
+	switch (s->d.reason) {
+	case MEP_PASS_NO_MATCH:
+	case MEP_PASS_RULE:
+	case MEP_PASS_FLOW_REVERSE:
+	case MEP_PASS_FROM_APP:
+		break;
+	default:
+		return action;  /* not IP, not a user packet, for the DNS responder, or copies to make */
+	}
+	in = mep_port_of.lookup(&ifindex);
+	if (!in || !in->fib_forward)
+		return action;
+	outcome = fib_route(ctx, &s->p, &s->fib, &s->d);
+	count(mep_fib_counters.lookup(&outcome), bytes);
+	return outcome == MEP_FIB_FORWARDED ? XDP_REDIRECT : XDP_PASS;
+}
+
+#endif /* MEP_FIB_H */
