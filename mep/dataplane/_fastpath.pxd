@@ -19,6 +19,8 @@ cdef enum:
     MAX_PORT = 255          # port indexes are one byte (config allows 64 ports)
     NFIELDS = 13            # tables.Field
     NADDR_FIELDS = 4        # SRC, DST, TUN_SRC, TUN_DST come first in tables.Field
+    MAX_KEY_PAIRS = 5       # tables.MAX_KEY_PAIRS
+    MAX_NSUM = 64           # summary words: vectors of up to 262,144 filters
     MAX_TARGETS = 2         # DUPLICATE_* has one or two destinations
     MAX_OUTPUTS = 3         # a DUPLICATE_*: the input to the stack, then two copies
     ENCAP_ROOM = 80         # bytes an output may add: Ethernet 14 + IPv6 40 + UDP 8 + GTP-U 16 (+2 spare)
@@ -108,10 +110,15 @@ cdef struct fp_tables:
     uint32_t nused          # fields some filter constrains, most selective first
     uint8_t used[NFIELDS]
     uint64_t* vectors[NFIELDS]      # per field: nclasses x stride
-    # per field: nclasses x 2 nsum, each class's two summaries side by side (in separate arrays, the
+    # per field: nclasses x sumstride, each class's summaries side by side (in separate arrays, the
     # key summaries cost a cache miss a field: +10 ns a new flow at 1,000 rules): its vector's (bit w
-    # set when word w is not all zero), then its key summary (tables.FieldTable.key_summaries)
+    # set when word w is not all zero), its key summary (tables.FieldTable.key_summaries), then one
+    # pair summary per key pair slot (tables.FieldTable.pair_summaries; zero unless in that pair)
     uint64_t* summaries[NFIELDS]
+    uint32_t sumstride              # (2 + npairs) x nsum
+    uint32_t npairs                 # key pair slots (tables.ClassifierTables.pairs): their fields
+    uint8_t pair_a[MAX_KEY_PAIRS]
+    uint8_t pair_b[MAX_KEY_PAIRS]
     uint64_t* unkeyed               # nsum words: the words of filters that constrain no field
     fp_addr_table addr[NADDR_FIELDS]
     uint32_t* value_class[NFIELDS]  # value fields: class of every value, domain + absent

@@ -583,7 +583,8 @@ cdef inline bint over_mtu(const fp_tables* t, uint8_t port, const uint8_t* out, 
 #    first, word by word; a word is abandoned at its first zero AND, and only words
 #    that the classes' key summaries name (tables.py) and every vector's summary (one
 #    bit per non-zero word) marks are read. The lowest set bit is the first matching
-#    filter, its rule the match. FLOW rules: a second scan
+#    filter, its rule the match. The candidate words also take each key pair's
+#    two pair summaries ANDed (key_pair_words). FLOW rules: a second scan
 #    with the swapped values, masked by the FLOW filters, only over the words before
 #    the forward match; the lower rule wins, forward on a tie (tables.lookup).
 # =====================================================================================
@@ -749,10 +750,27 @@ cdef extern from *:
                 uint32_t words) nogil
 
 
+cdef inline void key_pair_words(const fp_tables* t, const uint64_t** by_field, uint64_t* out) noexcept nogil:
+    """``out``: the words of the filters that constrain no field, and of each key pair's two pair summaries
+    ANDed (``by_field``: each used field's class summaries), which fp_scan ORs with the key summaries."""
+    cdef uint32_t p, s, off
+    cdef const uint64_t* a
+    cdef const uint64_t* b
+    memcpy(out, t.unkeyed, 8 * t.nsum)
+    for p in range(t.npairs):
+        off = (2 + p) * t.nsum
+        a = by_field[t.pair_a[p]] + off
+        b = by_field[t.pair_b[p]] + off
+        for s in range(t.nsum):
+            out[s] |= a[s] & b[s]
+
+
 cdef int classify(const fp_tables* t, const parsed_t* p, bint* reverse) noexcept nogil:
     """Index of the first matching rule (``reverse`` set for a FLOW reverse match), -1: none."""
     cdef const uint64_t* vecs[NFIELDS + 1]
     cdef const uint64_t* sums[NFIELDS + 1]
+    cdef const uint64_t* by_field[NFIELDS]
+    cdef uint64_t keyed[MAX_NSUM]
     cdef uint32_t k, cls
     cdef int f, fwd = -1, rev
     reverse[0] = False
@@ -765,8 +783,10 @@ cdef int classify(const fp_tables* t, const parsed_t* p, bint* reverse) noexcept
             f = t.used[k]
             cls = field_class(t, f, p, False)
             vecs[k] = t.vectors[f] + <size_t>cls * t.stride
-            sums[k] = t.summaries[f] + <size_t>cls * 2 * t.nsum
-        fwd = fp_scan(vecs, sums, t.nused, t.unkeyed, t.nsum, t.nwords)
+            sums[k] = by_field[f] = t.summaries[f] + <size_t>cls * t.sumstride
+        if t.nwords >= FP_CHUNK:  # fp_scan reads no summary below a chunk
+            key_pair_words(t, by_field, keyed)
+        fwd = fp_scan(vecs, sums, t.nused, keyed, t.nsum, t.nwords)
     if t.flow_mask == NULL:
         return t.filter_rule[fwd] if fwd >= 0 else -1
     vecs[0] = t.flow_mask
@@ -775,8 +795,10 @@ cdef int classify(const fp_tables* t, const parsed_t* p, bint* reverse) noexcept
         f = t.used[k]
         cls = field_class(t, f, p, True)
         vecs[k + 1] = t.vectors[f] + <size_t>cls * t.stride
-        sums[k + 1] = t.summaries[f] + <size_t>cls * 2 * t.nsum
-    rev = fp_scan(vecs, sums, t.nused + 1, t.unkeyed, t.nsum, t.nwords if fwd < 0 else <uint32_t>(fwd // 64) + 1)
+        sums[k + 1] = by_field[f] = t.summaries[f] + <size_t>cls * t.sumstride
+    if t.nwords >= FP_CHUNK:
+        key_pair_words(t, by_field, keyed)
+    rev = fp_scan(vecs, sums, t.nused + 1, keyed, t.nsum, t.nwords if fwd < 0 else <uint32_t>(fwd // 64) + 1)
     if rev >= 0 and (fwd < 0 or t.filter_rule[rev] < t.filter_rule[fwd]):
         reverse[0] = True
         return t.filter_rule[rev]
@@ -970,6 +992,14 @@ cdef class RuleTables:
         t.nwords = nwords
         t.stride = stride
         t.nsum = (stride + 63) // 64 if stride else 1
+        if t.nsum > MAX_NSUM:
+            raise ValueError(f"{tables.nfilters} filters: the fast path classifies at most {MAX_NSUM * 4096}")
+        if len(tables.pairs) > MAX_KEY_PAIRS:
+            raise RuntimeError(f"tables.MAX_KEY_PAIRS changed: _fastpath holds {MAX_KEY_PAIRS} key pairs")
+        t.npairs = len(tables.pairs)
+        for i, (a_field, b_field) in enumerate(tables.pairs):
+            t.pair_a[i], t.pair_b[i] = int(a_field), int(b_field)
+        t.sumstride = (2 + t.npairs) * t.nsum
         t.unkeyed = <uint64_t*>self._alloc(8 * t.nsum)
         raw = tables.unkeyed.to_bytes(8 * t.nsum, "little")
         memcpy(t.unkeyed, PyBytes_AS_STRING(raw), 8 * t.nsum)
@@ -1032,13 +1062,14 @@ cdef class RuleTables:
             t.used[i] = int(f)
             table = tables.fields[f]
             vec = <uint64_t*>self._alloc(8 * stride * len(table.classes))
-            summary = <uint64_t*>self._alloc(16 * t.nsum * len(table.classes))
-            for cls, (mask, key_summary) in enumerate(zip(table.classes, table.key_summaries)):
+            summary = <uint64_t*>self._alloc(8 * t.sumstride * len(table.classes))
+            for cls, mask in enumerate(table.classes):
                 raw = mask.to_bytes(8 * stride, "little")
                 memcpy(vec + <size_t>cls * stride, PyBytes_AS_STRING(raw), 8 * stride)
-                summarize(vec + <size_t>cls * stride, stride, summary + <size_t>cls * 2 * t.nsum)
-                raw = key_summary.to_bytes(8 * t.nsum, "little")
-                memcpy(summary + <size_t>(2 * cls + 1) * t.nsum, PyBytes_AS_STRING(raw), 8 * t.nsum)
+                summarize(vec + <size_t>cls * stride, stride, summary + <size_t>cls * t.sumstride)
+                raw = b"".join(s.to_bytes(8 * t.nsum, "little") for s in
+                               (table.key_summaries[cls], *(pair[cls] for pair in table.pair_summaries)))
+                memcpy(summary + <size_t>cls * t.sumstride + t.nsum, PyBytes_AS_STRING(raw), len(raw))
             t.vectors[int(f)] = vec
             t.summaries[int(f)] = summary
             if f in ADDRESS_FIELDS:

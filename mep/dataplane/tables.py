@@ -21,13 +21,24 @@ because a filter that sets a field never matches a packet without it.
 
 Scanning every word of that AND costs the same for a packet that matches
 nothing as for one that matches the last filter. So every filter is also
-*keyed* on one field it constrains, the one whose accepted values are the
-smallest share of the field's domain (a /32 before a port, a port before a
-protocol): a filter matches only where its key field's class holds it. Each
-class carries a *key summary*, one bit per vector word that holds a filter
-keyed on the field and in the class. The OR of a packet's thirteen key
-summaries (and of the words of filters that constrain no field) names every
-word that can hold a match; the engines AND only those words.
+*keyed*, on the fields it constrains whose accepted values are the smallest
+share of their domain (a /32 before a port, a port before a protocol): a
+filter matches only where its key fields' classes hold it. Most filters are
+keyed on a *pair* of fields, their two most selective (a server address and
+a port, a source and a destination, a port range and a protocol): the rule
+set's most common pairs, at most ``MAX_KEY_PAIRS``, each get a slot. A
+filter whose pair has no slot, or that constrains one field (or a second
+one whole), is keyed on its most selective field alone, and a protocol
+keys alone only a filter that constrains nothing else. Each class carries a
+*key summary*, one bit per vector word holding a filter keyed on the field
+alone and in the class, and per pair slot the field is in a *pair summary*,
+the words holding a filter keyed on that pair and in the class. The OR of
+a packet's key summaries, of the AND of each pair's two pair summaries,
+and of the words of filters that constrain no field names every word that
+can hold a match; the engines AND only those words. A pair prunes what
+one field cannot: at 10,000 rules of bench/rulegen.py's mix, a packet
+whose first match is in the middle of the order had 11 candidate words
+before it keyed on single fields, ~1 keyed on pairs (docs/classifier.md).
 
 FLOW rules also match with source and destination swapped: the engines run a
 second AND with the source-field classes looked up with the destination
@@ -53,12 +64,13 @@ __all__ = [
     "ClassifierTables",
     "build_tables",
     "tables_of",
+    "filter_keys",
+    "MAX_KEY_PAIRS",
     "enabled_filters",
     "iter_value_classes",
     "ADDR4_BUCKET_BITS",
     "Ipv4Index",
     "ipv4_index",
-    "key_field",
     "word_mask",
     "packet_values",
     "class_of",
@@ -139,8 +151,10 @@ class FieldTable:
     field: Field
     classes: list[int]  # class id -> bitmask of filters (bit i = filter i)
     intervals: list[Interval]
-    # class id -> bitmask of vector words (bit w = word w) holding filters keyed on this field in the class
+    # class id -> bitmask of vector words (bit w = word w) holding filters keyed on this field alone in the class
     key_summaries: list[int]
+    # pair slot -> class id -> the same for the filters keyed on that pair (all 0 unless the field is in it)
+    pair_summaries: list[list[int]]
 
     @property
     def used(self) -> bool:
@@ -158,7 +172,8 @@ class ClassifierTables:
     flow_mask: int  # filters of FLOW rules
     fields: dict[Field, FieldTable] = field(default_factory=dict)
     unkeyed: int = 0  # bitmask of the vector words holding filters that constrain no field
-    keyed_fields: int = 0  # bitmask of the fields some filter is keyed on (bit = Field value)
+    keyed_fields: int = 0  # bitmask of the fields some filter is keyed on alone (bit = Field value)
+    pairs: tuple[tuple[Field, Field], ...] = ()  # pair slot -> its two fields, lower id first
 
     @property
     def nwords(self) -> int:
@@ -201,22 +216,45 @@ def _share(fld: Field, ranges: Ranges) -> float:
                for family, lo, hi in ranges)
 
 
-def _keys(accepted: dict[Field, list[Ranges]], n: int) -> list[Field | None]:
-    """Each of ``n`` filters' key field, from what each accepts on each field (``accepted[field][filter]``)."""
-    best: list[tuple[float, Field | None]] = [(2.0, None)] * n  # every share is at most 1
+# Pair slots: the vectors of the XDP engine hold this many pair summaries (ebpf/abi.h struct vec);
+# bench/rulegen.py's mix has five pairs (server + port, source + server, server + DSCP, source port +
+# protocol, port + protocol).
+MAX_KEY_PAIRS = 5
+
+Key = tuple[Field, ...]  # a filter's key fields: none, one, or a pair, lower id first
+
+
+def _keys(accepted: dict[Field, list[Ranges]], n: int) -> tuple[list[Key], tuple[tuple[Field, Field], ...]]:
+    """Each of ``n`` filters' key, from what each accepts on each field (``accepted[field][filter]``), and
+    the pair slots (see the module docstring)."""
+    ranked: list[list[tuple[float, Field]]] = [[] for _ in range(n)]
     for fld in Field:  # in id order: the lower id wins a tie
         for bit, ranges in enumerate(accepted[fld]):
             if ranges:
-                share = _share(fld, ranges)
-                if share < best[bit][0]:
-                    best[bit] = (share, fld)
-    return [key for _, key in best]
+                ranked[bit].append((_share(fld, ranges), fld))
+    wanted: list[tuple[Field, Field] | None] = []
+    for fields in ranked:
+        fields.sort()
+        pair = None
+        # the second may be the protocol, which never keys alone (a filter on a source port range and
+        # UDP prunes every TCP packet), not a field the filter accepts whole
+        if len(fields) > 1 and (fields[1][0] < 1.0 or fields[1][1] is Field.PROTO):
+            a, b = sorted((fields[0][1], fields[1][1]))
+            pair = (a, b)
+        wanted.append(pair)
+    counts: dict[tuple[Field, Field], int] = {}
+    for pair in wanted:
+        if pair is not None:
+            counts[pair] = counts.get(pair, 0) + 1
+    pairs = tuple(sorted(sorted(counts, key=lambda p: (-counts[p], p))[:MAX_KEY_PAIRS]))
+    keys: list[Key] = [pair if pair in pairs else tuple(f for _, f in fields[:1])
+                       for pair, fields in zip(wanted, ranked)]
+    return keys, pairs
 
 
-def key_field(f: CompiledFilter) -> Field | None:
-    """The field ``f`` is keyed on: of those it constrains, the one accepting the smallest share of its
-    domain (the lower field id on a tie); None when it constrains none."""
-    return _keys({fld: [accepted(f)] for fld, accepted in _ACCEPTED.items()}, 1)[0]
+def filter_keys(filters: Sequence[CompiledFilter]) -> tuple[list[Key], tuple[tuple[Field, Field], ...]]:
+    """Each filter's key fields (none: it constrains none) and the pair slots, as ``tables_of`` keys them."""
+    return _keys({fld: [accepted(f) for f in filters] for fld, accepted in _ACCEPTED.items()}, len(filters))
 
 
 def word_mask(summary: int, nwords: int) -> int:
@@ -234,9 +272,14 @@ def _mask(bits: Iterable[int], nbits: int) -> int:
     return int.from_bytes(buf, "little")
 
 
-def _field_table(fld: Field, accepted: list[Ranges], keys: Sequence[Field | None]) -> FieldTable:
+def _field_table(fld: Field, accepted: list[Ranges], keys: Sequence[Key],
+                 pairs: Sequence[tuple[Field, Field]]) -> FieldTable:
     """Cut the field's domain into elementary intervals, each labelled with its class and the class's key
-    summary (``accepted``: what each filter accepts on the field; ``keys``: each filter's key field)."""
+    and pair summaries (``accepted``: what each filter accepts on the field; ``keys``: each filter's key
+    fields; ``pairs``: the pair slots)."""
+    # the summary each filter keyed here counts in: 0 the key summary, 1 + p pair slot p
+    summary_of: dict[Key, int] = {(fld,): 0, **{pair: 1 + p for p, pair in enumerate(pairs) if fld in pair}}
+    nsummaries = 1 + len(pairs)
     open_bits: list[int] = []
     events: dict[int, dict[int, list[tuple[int, int]]]] = {}  # family -> point -> [(bit, +1/-1)]
     for bit, ranges in enumerate(accepted):
@@ -248,15 +291,17 @@ def _field_table(fld: Field, accepted: list[Ranges], keys: Sequence[Field | None
             at.setdefault(hi + 1, []).append((bit, -1))
     all_filters = (1 << len(accepted)) - 1
     if not events:  # no filter constrains the field
-        return FieldTable(fld, [all_filters], [], [0], all_filters=all_filters)
+        return FieldTable(fld, [all_filters], [], [0], [[0] for _ in pairs], all_filters=all_filters)
     open_mask = _mask(open_bits, len(accepted))
     classes: dict[int, int] = {open_mask: 0}
-    summaries = [0]  # class id -> key summary; class 0 holds no filter keyed here (it constrains the field)
+    # class id -> its summaries; class 0 holds no filter keyed here (they constrain the field)
+    summaries = [(0,) * nsummaries]
     intervals: list[Interval] = []
     for family in sorted(events):
         cover: dict[int, int] = {}  # bit -> how many of its ranges cover the current point
-        keyed_in_word: dict[int, int] = {}  # word -> filters keyed here covering the current point
-        mask = summary = 0
+        keyed_in_word: dict[tuple[int, int], int] = {}  # (summary, word) -> filters keyed here covering the point
+        mask = 0
+        current = [0] * nsummaries
         points = sorted(events[family])
         for i, point in enumerate(points[:-1]):
             for bit, delta in events[family][point]:
@@ -266,15 +311,16 @@ def _field_table(fld: Field, accepted: list[Ranges], keys: Sequence[Field | None
                     mask |= 1 << bit
                 else:
                     mask &= ~(1 << bit)
-                if keys[bit] == fld and (was == 0) != (cover[bit] == 0):  # a filter keyed here entered or left
+                k = summary_of.get(keys[bit])
+                if k is not None and (was == 0) != (cover[bit] == 0):  # a filter keyed here entered or left
                     word = bit >> 6
-                    keyed_in_word[word] = keyed_in_word.get(word, 0) + delta
-                    summary = summary | 1 << word if keyed_in_word[word] else summary & ~(1 << word)
+                    n = keyed_in_word[(k, word)] = keyed_in_word.get((k, word), 0) + delta
+                    current[k] = current[k] | 1 << word if n else current[k] & ~(1 << word)
             if not mask:
                 continue
             cls = classes.setdefault(open_mask | mask, len(classes))
             if cls == len(summaries):
-                summaries.append(summary)
+                summaries.append(tuple(current))
             lo, hi = point, points[i + 1] - 1
             last = intervals[-1] if intervals else None
             if last and (last.family, last.cls, last.hi + 1) == (family, cls, lo):
@@ -282,7 +328,8 @@ def _field_table(fld: Field, accepted: list[Ranges], keys: Sequence[Field | None
             else:
                 intervals.append(Interval(family, lo, hi, cls))
     by_id = sorted(classes, key=classes.__getitem__)
-    return FieldTable(fld, by_id, intervals, summaries, all_filters=all_filters)
+    return FieldTable(fld, by_id, intervals, [c[0] for c in summaries],
+                      [[c[1 + p] for c in summaries] for p in range(len(pairs))], all_filters=all_filters)
 
 
 def build_tables(rs: CompiledRuleSet) -> ClassifierTables:
@@ -304,12 +351,12 @@ def tables_of(rules: Sequence[CompiledRule], generation: int) -> ClassifierTable
             filters.append(f)
             filter_rule.append(slot)
     accepted = {fld: [ranges(f) for f in filters] for fld, ranges in _ACCEPTED.items()}
-    keys = _keys(accepted, len(filters))
-    tables = ClassifierTables(generation, len(filters), filter_rule, _mask(flow_bits, len(filters)))
+    keys, pairs = _keys(accepted, len(filters))
+    tables = ClassifierTables(generation, len(filters), filter_rule, _mask(flow_bits, len(filters)), pairs=pairs)
     for fld in Field:
-        tables.fields[fld] = _field_table(fld, accepted[fld], keys)
-    tables.unkeyed = sum({1 << (bit >> 6) for bit, key in enumerate(keys) if key is None})
-    tables.keyed_fields = sum({1 << key for key in keys if key is not None})
+        tables.fields[fld] = _field_table(fld, accepted[fld], keys, pairs)
+    tables.unkeyed = sum({1 << (bit >> 6) for bit, key in enumerate(keys) if not key})
+    tables.keyed_fields = sum({1 << key[0] for key in keys if len(key) == 1})
     return tables
 
 
@@ -432,10 +479,13 @@ def lookup(tables: ClassifierTables, p: Parsed, enabled: int | None = None) -> t
     """
     def first(values: dict[Field, tuple[int, int] | None], mask: int) -> int | None:
         candidates = tables.unkeyed
+        cls: dict[Field, int] = {}
         for fld, table in tables.fields.items():
-            cls = class_of(table, values[fld])
-            mask &= table.classes[cls]
-            candidates |= table.key_summaries[cls]
+            cls[fld] = class_of(table, values[fld])
+            mask &= table.classes[cls[fld]]
+            candidates |= table.key_summaries[cls[fld]]
+        for p, (a, b) in enumerate(tables.pairs):
+            candidates |= tables.fields[a].pair_summaries[p][cls[a]] & tables.fields[b].pair_summaries[p][cls[b]]
         mask &= word_mask(candidates, tables.nwords)
         return (mask & -mask).bit_length() - 1 if mask else None
 

@@ -10,7 +10,7 @@ import pytest
 
 from mep.dataplane.compiler import RuleCache, StaticResolver, compile_ruleset
 from mep.dataplane.reasons import Reason, Verdict
-from mep.dataplane.tables import enabled_filters
+from mep.dataplane.tables import MAX_KEY_PAIRS, enabled_filters
 from mep.errors import CapacityError
 from mep.models import TrafficRule
 from mep.state.lifecycle import AppState
@@ -339,7 +339,8 @@ def test_maps_pinned_with_another_capacity_are_refused_with_the_fix() -> None:  
         with pytest.raises(LoadError) as err:
             XdpEngine(config(2048), netns=netns_name)
         assert f"the maps pinned under {pin_root / 'pinned'} were made by a build with another" in str(err.value)
-        assert "mep_vectors: pinned with 4-byte keys, 136-byte values" in str(err.value)
+        # 1,024 filters: 16 words of filter bits, a key summary word, one for each key pair slot
+        assert f"mep_vectors: pinned with 4-byte keys, {8 * (16 + 1 + MAX_KEY_PAIRS)}-byte values" in str(err.value)
         assert "ip link set dev IFNAME xdp off" in str(err.value)
         # nothing of the refused load is left pinned: the next start adopts the maps it found
         assert sorted(p.name for p in (pin_root / "pinned").iterdir()) == pinned
@@ -379,3 +380,21 @@ def test_the_program_verifies_at_the_largest_capacity_the_config_accepts() -> No
         if bpf is not None:
             bpf.cleanup()
         shutil.rmtree(pin_dir, ignore_errors=True)
+
+
+def test_every_map_s_python_mirror_is_the_size_the_kernel_made(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    """The owners in maps/ write bcc's ctypes mirrors of the C types: one of another size would write
+    past its buffer (bcc mirrors a[3][2] as a[3]; abi.h keeps arrays flat)."""
+    import re
+
+    from mep.dataplane.testrun import map_shape
+    from mep.dataplane.xdp import EBPF_DIR
+
+    declared = re.findall(r"^BPF_\w+\([^;]*?\b(mep_\w+)", (EBPF_DIR / "maps.h").read_text(), re.M)
+    names = [n for n in declared if "bench" not in n]  # benchmark builds only
+    assert len(names) > 15
+    for name in names:
+        table = xdp_engine._bpf[name.encode()]
+        have = map_shape(table.map_fd)
+        leaf = getattr(table, "sLeaf", table.Leaf)  # per-CPU tables: Leaf is sLeaf x CPUs
+        assert (ctypes.sizeof(table.Key), ctypes.sizeof(leaf)) == (have.key_size, have.value_size), name

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from mep.dataplane.packet import Parsed, parse
 from mep.dataplane.reference import classify
-from mep.dataplane.tables import (ADDR4_BUCKET_BITS, FAMILY_BITS, VALUE_DOMAIN, Field, FieldTable, Interval,
-                                  build_tables, enabled_filters, ipv4_index, iter_value_classes, key_field, lookup,
+from mep.dataplane.tables import (ADDR4_BUCKET_BITS, FAMILY_BITS, MAX_KEY_PAIRS, VALUE_DOMAIN, Field, FieldTable, Interval,
+                                  build_tables, enabled_filters, filter_keys, ipv4_index, iter_value_classes, lookup,
                                   tables_of, word_mask)
 from tests.rulesets import rule, ruleset
 from tests.strategies import frame, rule_list
@@ -42,30 +42,60 @@ def _words(mask: int, nwords: int) -> int:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rules=rule_list(max_rules=80))
-def test_key_summaries_name_the_words_of_the_filters_keyed_on_each_class(rules: list[dict]) -> None:  # type: ignore[type-arg]
+def test_key_and_pair_summaries_name_the_words_of_the_filters_keyed_on_each_class(rules: list[dict]) -> None:  # type: ignore[type-arg]
     rs = ruleset(rules)
     tables = build_tables(rs)
-    keys = [key_field(f) for r in rs.rules for f in r.filters]
+    keys, pairs = filter_keys([f for r in rs.rules for f in r.filters])
+    assert tables.pairs == pairs and len(pairs) <= MAX_KEY_PAIRS
+
+    def keyed(key: tuple[Field, ...]) -> int:
+        return sum(1 << bit for bit, k in enumerate(keys) if k == key)
+
     for fld, table in tables.fields.items():
-        keyed = sum(1 << bit for bit, key in enumerate(keys) if key == fld)
-        assert table.key_summaries == [_words(mask & keyed, tables.nwords) for mask in table.classes]
-    assert tables.unkeyed == _words(sum(1 << bit for bit, key in enumerate(keys) if key is None), tables.nwords)
-    assert tables.keyed_fields == sum({1 << key for key in keys if key is not None})
+        assert table.key_summaries == [_words(mask & keyed((fld,)), tables.nwords) for mask in table.classes]
+        for p, pair in enumerate(pairs):
+            in_pair = keyed(pair) if fld in pair else 0
+            assert table.pair_summaries[p] == [_words(mask & in_pair, tables.nwords) for mask in table.classes]
+    assert tables.unkeyed == _words(keyed(()), tables.nwords)
+    assert tables.keyed_fields == sum({1 << key[0] for key in keys if len(key) == 1})
 
 
 KEYS = [
-    ({"dstAddress": ["198.19.0.1/32"], "protocol": ["TCP"], "dstPort": ["443"]}, Field.DST),
-    ({"srcAddress": ["198.18.0.0/15"], "dstPort": ["443"]}, Field.DPORT),  # 2^-16 of the ports, 2^-15 of IPv4
-    ({"srcPort": ["1024-6000"], "protocol": ["UDP"]}, Field.SPORT),  # a protocol only keys what sets nothing else
-    ({"protocol": ["SCTP"]}, Field.PROTO),
-    ({"dSCP": 46}, Field.DSCP),
-    ({}, None),
+    ({"dstAddress": ["198.19.0.1/32"], "protocol": ["TCP"], "dstPort": ["443"]}, (Field.DST, Field.DPORT)),
+    ({"srcAddress": ["198.18.0.0/15"], "dstPort": ["443"]}, (Field.SRC, Field.DPORT)),
+    # a protocol keys alone only what sets nothing else (traffic is mostly TCP and UDP), but pairs
+    ({"srcPort": ["1024-6000"], "protocol": ["UDP"]}, (Field.SPORT, Field.PROTO)),
+    ({"dstPort": ["0-65535"], "dSCP": 10}, (Field.DSCP,)),  # no pair with a field it accepts whole
+    ({"protocol": ["SCTP"]}, (Field.PROTO,)),
+    ({"dSCP": 46}, (Field.DSCP,)),
+    ({}, ()),
 ]
 
 
-def test_each_filter_is_keyed_on_its_most_selective_field() -> None:
+def test_each_filter_is_keyed_on_its_most_selective_fields() -> None:
     rs = ruleset([rule(f"r{i}", filters=[f]) for i, (f, _) in enumerate(KEYS)])
-    assert [key_field(r.filters[0]) for r in rs.rules] == [key for _, key in KEYS]
+    keys, pairs = filter_keys([r.filters[0] for r in rs.rules])
+    assert keys == [key for _, key in KEYS]
+    assert pairs == ((Field.SRC, Field.DPORT), (Field.DST, Field.DPORT), (Field.SPORT, Field.PROTO))
+
+
+def test_only_the_most_common_pairs_get_a_slot() -> None:
+    """MAX_KEY_PAIRS slots: the pair the fewest filters want falls back to its most selective field (the
+    lower id on a tie)."""
+    wanted = [({"srcAddress": ["198.18.0.1"], "dstAddress": ["198.19.0.1"]}, (Field.SRC, Field.DST)),
+              ({"dstAddress": ["198.19.1.1"], "dstPort": ["80"]}, (Field.DST, Field.DPORT)),
+              ({"dstAddress": ["198.19.2.1"], "dSCP": 10}, (Field.DST, Field.DSCP)),
+              ({"srcPort": ["5000-5010"], "protocol": ["UDP"]}, (Field.SPORT, Field.PROTO)),
+              ({"dstPort": ["6000-6010"], "protocol": ["TCP"]}, (Field.DPORT, Field.PROTO)),
+              ({"srcAddress": ["198.18.0.2"], "token": ["7"]}, (Field.SRC, Field.VLAN))]
+    assert len(wanted) == MAX_KEY_PAIRS + 1
+    filters = [f for n, (f, _) in enumerate(wanted) for _ in range(len(wanted) - n)]  # fewer of each next pair
+    filters.append({"srcPort": ["5000"], "dstPort": ["80"]})
+    rs = ruleset([rule(f"r{i}", filters=[f]) for i, f in enumerate(filters)])
+    keys, pairs = filter_keys([r.filters[0] for r in rs.rules])
+    assert pairs == tuple(sorted(pair for _, pair in wanted[:MAX_KEY_PAIRS]))
+    assert keys == [pair for n, (_, pair) in enumerate(wanted[:MAX_KEY_PAIRS]) for _ in range(len(wanted) - n)] \
+        + [(Field.SRC,), (Field.SPORT,)]
 
 
 def test_word_mask_covers_the_named_words() -> None:
@@ -128,7 +158,7 @@ def test_the_ipv4_first_level_names_the_interval_that_holds_each_address(ends: l
     search only there); the binary search over their ends, then its start, gives the class a scan gives."""
     ends.sort()
     intervals = [Interval(4, lo, hi, 1 + i) for i, (lo, hi) in enumerate(zip(ends[::2], ends[1::2]))]
-    index = ipv4_index(FieldTable(Field.DST, [0] * (len(intervals) + 1), intervals, [0] * (len(intervals) + 1)))
+    index = ipv4_index(FieldTable(Field.DST, [0] * (len(intervals) + 1), intervals, [0] * (len(intervals) + 1), []))
     assert len(index.starts) - 1 <= 1 << ADDR4_BUCKET_BITS
     edges = [v for iv in intervals for v in (iv.lo - 1, iv.lo, iv.hi, iv.hi + 1)]
     for v in [*probes, *edges, seed]:

@@ -19,7 +19,10 @@ union mep_addr {
  * in this class; mep/dataplane/tables.py). */
 struct vec {
 	__u64 w[MEP_FILTER_WORDS];
-	__u64 key[MEP_SUMMARY_WORDS];
+	__u64 key[MEP_SUMMARY_WORDS];                  /* words of filters keyed on this field alone */
+	/* per key pair slot p, words p * MEP_SUMMARY_WORDS on: of filters keyed on that pair (one
+	 * dimension: bcc's ctypes mirror of a[3][2] is a[3], and its owner wrote past it) */
+	__u64 pair[MEP_KEY_PAIRS * MEP_SUMMARY_WORDS];
 };
 
 /* mep_sets: one per half of the double buffer. */
@@ -41,7 +44,9 @@ struct set_cfg {
 	__u8 flow_state;               /* some rule is FORWARD_* FLOW: look replies up in mep_flows */
 	__u8 enabled;                  /* vector MEP_ENABLED_VECTOR holds the filters enabled; 0: all are
 					* (a half written before it existed: vector 0, all ones) */
-	__u8 pad;
+	__u8 npairs;                   /* key pair slots in use: the AND of the pair summaries of */
+	__u8 pair_a[MEP_KEY_PAIRS];    /* fields pair_a[p] and pair_b[p] names candidate words */
+	__u8 pair_b[MEP_KEY_PAIRS];
 };
 
 /* mep_addr4: one IPv4 interval of an address field, host order (lo..hi inclusive) */

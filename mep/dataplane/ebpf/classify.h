@@ -9,9 +9,9 @@
  *   - per field, a class lookup gives a vector index: an LPM trie for the four
  *     address fields (src, dst, tunnel src, tunnel dst), one array for the nine
  *     value fields (ports, protocol, VLAN, DSCP, TC, QFI);
- *   - the OR of the classes' key summaries names the words that can hold a
- *     match (a filter matches only where the class of the field it is keyed
- *     on holds it);
+ *   - the OR of the classes' key summaries, and of the AND of each key pair's
+ *     two pair summaries, names the words that can hold a match (a filter
+ *     matches only where the classes of the fields it is keyed on hold it);
  *   - the AND of the used fields' vectors, over those words in order, stops
  *     at the first non-zero word; its lowest bit is the first matching
  *     filter (filters are numbered in match order), mep_filter_rule gives
@@ -60,7 +60,8 @@ struct field_values {
 	__u8 fwd;
 	__u8 rev;
 	__u8 pad[2];
-	__u64 candidates[MEP_SUMMARY_WORDS]; /* scan(): the words its key summaries name */
+	__u64 candidates[MEP_SUMMARY_WORDS]; /* scan(): the words its key and pair summaries name */
+	__u32 vidx[MEP_NFIELDS];        /* scan(): each field's vector, for the pair summaries */
 	struct addr_class_key class_key; /* addr_class()'s LPM key: one per unrolled field on the stack overflowed it */
 };
 
@@ -222,7 +223,7 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 	struct vec *v[MEP_NFIELDS], *ones = vector_at(half, MEP_ALL_ONES_VECTOR);
 	__u32 used = cfg->used_fields, keyed = cfg->keyed_fields;
 	__u64 nwords = cfg->nwords, k, j;
-	int f;
+	int f, p;
 
 	if (!only || !ones)
 		return 0;
@@ -239,7 +240,8 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 		if (used & (1u << f)) {
 			__u32 cls = f < 4 ? addr_class(half, cfg, f, fv) : value_class(half, f, fv->value[f]);
 
-			v[f] = vector_at(half, cfg->vector_base[f] + cls);
+			fv->vidx[f] = cfg->vector_base[f] + cls;
+			v[f] = vector_at(half, fv->vidx[f]);
 			if (!v[f])
 				return 0;
 			if (keyed & (1u << f)) {
@@ -248,6 +250,25 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 					fv->candidates[k] |= v[f]->key[k];
 			}
 		}
+	}
+	/* Key pairs: their fields' vectors looked up again by index (v[] is on
+	 * the stack, where the verifier follows no variable index). */
+#pragma unroll
+	for (p = 0; p < MEP_KEY_PAIRS; p++) {
+		__u32 a = cfg->pair_a[p], b = cfg->pair_b[p];
+		struct vec *va, *vb;
+
+		if (p >= cfg->npairs)
+			break;
+		if (a >= MEP_NFIELDS || b >= MEP_NFIELDS)
+			return 0;
+		va = vector_at(half, fv->vidx[a]);
+		vb = vector_at(half, fv->vidx[b]);
+		if (!va || !vb)
+			return 0;
+#pragma unroll
+		for (k = 0; k < MEP_SUMMARY_WORDS; k++)
+			fv->candidates[k] |= va->pair[p * MEP_SUMMARY_WORDS + k] & vb->pair[p * MEP_SUMMARY_WORDS + k];
 	}
 	/* Indexes are 64-bit: as __u32 each was zero-extended (shift left,
 	 * shift right) twice a word, and the scan to the bottom at 10,000 rules

@@ -21,7 +21,7 @@ from ...config import Capacity, PortRole
 from ...models import TrafficRuleAction
 from ..reasons import FibOutcome, Reason
 from ..ruleset import TargetKind
-from ..tables import ADDR4_BUCKET_BITS, ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, Field
+from ..tables import ADDR4_BUCKET_BITS, ADDRESS_FIELDS, MAX_KEY_PAIRS, VALUE_DOMAIN, VALUE_FIELDS, Field
 from .counters import slots_for
 
 __all__ = ["ActionCode", "ACTION_CODE", "ROLE_CODE", "ROLE_MIRROR", "MAX_IFINDEX", "Sizes", "VALUE_BASE",
@@ -141,6 +141,7 @@ def cflags(sizes: Sizes, pin_dir: Path, *, load_id: str = "0", debug: bool = Fal
         "MEP_VALUE_SPACE": VALUE_SPACE,
         "MEP_MAX_IFINDEX": MAX_IFINDEX,
         "MEP_NFIELDS": len(Field),
+        "MEP_KEY_PAIRS": MAX_KEY_PAIRS,
         "MEP_NREASONS": max(Reason) + 1,
         "MEP_NFIB_OUTCOMES": max(FibOutcome) + 1,
         "MEP_PIN_DIR": f'"{pin_dir}"',

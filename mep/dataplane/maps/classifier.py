@@ -12,7 +12,8 @@ filter uses point there), index 1 the filters of the rules enforced
 then the FLOW filters' mask (enforced ones only) when there are FLOW rules,
 then each used field's classes in field order. A vector's ``key`` words hold
 its key summary (tables.py): a class's, the all-ones vector's the words of
-the filters that constrain no field, 0 for the others. ``Layout`` records it for
+the filters that constrain no field, 0 for the others; its ``pair`` words a
+class's pair summaries, one per key pair slot (``Layout.pairs``). ``Layout`` records it for
 mep_sets (maps/ruleset.py). The classes depend on the filters only, so a
 change of which rules are enforced writes vectors 1 and the FLOW mask.
 
@@ -43,7 +44,9 @@ _serials = itertools.count(1)
 AddrEntry = tuple[int, int, int, int]  # (field, family, network, prefix length): IPv6
 Addr4Header = tuple[int, int, int, int]  # (intervals, first start, last end, shift) of a field's IPv4 index
 Addr4Entry = tuple[int, int, int]  # (lo, hi, class): one IPv4 interval
-Vector = tuple[int, int]  # (filter bitmask, key summary): one mep_vectors value
+# (filter bitmask, summaries): one mep_vectors value; the summaries are the key summary, then one per
+# key pair slot (missing ones are 0)
+Vector = tuple[int, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Layout:
     vector_base: tuple[int, ...]  # per field
     flow_vector: int  # NO_VECTOR when there are no FLOW rules
     vectors: int
+    pairs: tuple[tuple[int, int], ...] = ()  # key pair slot -> its two fields (tables.pairs)
     addr4: tuple[Addr4Header, ...] = ((0, 0, 0, 0),) * len(ADDRESS_FIELDS)  # per address field
 
 
@@ -87,11 +91,11 @@ def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, V
     """The half's vector layout and every vector; ``write`` replaces those that depend on which rules are
     enforced (ENABLED and the FLOW mask)."""
     all_filters = (1 << tables.nfilters) - 1
-    vectors: dict[int, Vector] = {ALL_ONES: (all_filters, tables.unkeyed), ENABLED: (all_filters, 0)}
+    vectors: dict[int, Vector] = {ALL_ONES: (all_filters, (tables.unkeyed,)), ENABLED: (all_filters, ())}
     flow_vector = NO_VECTOR
     if tables.flow_mask:
         flow_vector = len(vectors)
-        vectors[flow_vector] = (tables.flow_mask, 0)
+        vectors[flow_vector] = (tables.flow_mask, ())
     base = []
     used = tables.used_fields
     for f in Field:
@@ -100,9 +104,10 @@ def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, V
             continue
         base.append(len(vectors))
         table = tables.fields[f]
-        for vector in zip(table.classes, table.key_summaries):
-            vectors[len(vectors)] = vector
-    layout = Layout(tables.nwords, used, tables.keyed_fields, tuple(base), flow_vector, len(vectors))
+        for cls, mask in enumerate(table.classes):
+            vectors[len(vectors)] = (mask, (table.key_summaries[cls], *(p[cls] for p in table.pair_summaries)))
+    layout = Layout(tables.nwords, used, tables.keyed_fields, tuple(base), flow_vector, len(vectors),
+                    pairs=tuple((int(a), int(b)) for a, b in tables.pairs))
     return layout, vectors
 
 
@@ -194,9 +199,9 @@ class ClassifierMaps:
         only the differences are written (just the ENABLED and FLOW vectors when the half was last
         written from this very ``prepared``)."""
         tables, layout = prepared.tables, prepared.layout
-        dynamic = {ENABLED: (enabled, 0)}
+        dynamic: dict[int, Vector] = {ENABLED: (enabled, ())}
         if layout.flow_vector != NO_VECTOR:
-            dynamic[layout.flow_vector] = (tables.flow_mask & enabled, 0)
+            dynamic[layout.flow_vector] = (tables.flow_mask & enabled, ())
         old = self._halves[half]
         try:
             if self.holds(half, prepared):
@@ -274,11 +279,12 @@ class ClassifierMaps:
         base = half * self._sizes.vectors
         leaves = []
         for i in changed:
-            mask, summary = new[i]
-            leaf = self._vectors.Leaf()  # zeroed: the words past the rule set's
+            mask, summaries = new[i]
+            leaf = self._vectors.Leaf()  # zeroed: the words past the rule set's, the summaries not given
             # the words in use, little-endian (word 0 = filters 0..63)
             ct.memmove(ct.addressof(leaf), mask.to_bytes(8 * nwords, "little"), 8 * nwords)
-            raw = summary.to_bytes(8 * len(leaf.key), "little")
+            # the key summary, then each pair slot's: contiguous in struct vec (key, pair[0], pair[1], ...)
+            raw = b"".join(s.to_bytes(8 * len(leaf.key), "little") for s in summaries)
             ct.memmove(ct.addressof(leaf.key), raw, len(raw))
             leaves.append(leaf)
         self._batch(self._vectors, [base + i for i in changed], leaves)

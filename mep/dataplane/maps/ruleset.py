@@ -174,6 +174,9 @@ class RulesetMaps:
         cfg.flow_vector = layout.flow_vector
         for f, base in enumerate(layout.vector_base):
             cfg.vector_base[f] = base
+        cfg.npairs = len(layout.pairs)
+        for p, (a, b) in enumerate(layout.pairs):
+            cfg.pair_a[p], cfg.pair_b[p] = a, b
         for f, (n, lo, hi, shift) in enumerate(layout.addr4):
             cfg.addr4_n[f], cfg.addr4_lo[f], cfg.addr4_hi[f], cfg.addr4_shift[f] = n, lo, hi, shift
         cfg.default_drop = int(rs.default_verdict.name == "DROP")
