@@ -47,6 +47,7 @@ values (and vice versa), masked by ``flow_mask``, the filters of FLOW rules.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable, Iterable, Sequence
@@ -242,10 +243,7 @@ def _keys(accepted: dict[Field, list[Ranges]], n: int) -> tuple[list[Key], tuple
             a, b = sorted((fields[0][1], fields[1][1]))
             pair = (a, b)
         wanted.append(pair)
-    counts: dict[tuple[Field, Field], int] = {}
-    for pair in wanted:
-        if pair is not None:
-            counts[pair] = counts.get(pair, 0) + 1
+    counts = Counter(pair for pair in wanted if pair is not None)
     pairs = tuple(sorted(sorted(counts, key=lambda p: (-counts[p], p))[:MAX_KEY_PAIRS]))
     keys: list[Key] = [pair if pair in pairs else tuple(f for _, f in fields[:1])
                        for pair, fields in zip(wanted, ranked)]

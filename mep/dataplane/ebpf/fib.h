@@ -23,13 +23,19 @@
 #define MEP_FIB_OUTCOME_ENUM(name, num, desc) name = num,
 enum mep_fib_outcome { MEP_FIB_OUTCOMES(MEP_FIB_OUTCOME_ENUM) };
 
-/* The frame's routed header (the outer one of a tunnel) described in *f for
+/* The header the stack routes the frame by: the outer one of a tunnel. */
+static __always_inline const struct ip_info *routed_header(const struct pkt *p)
+{
+	return p->tunnel ? &p->outer : &p->user;
+}
+
+/* The frame's routed header described in *f for
  * bpf_fib_lookup; an outcome other than MEP_FIB_FORWARDED when the stack
  * must handle the frame. */
 static __always_inline __u32 fib_params(struct xdp_md *ctx, const struct pkt *p, struct bpf_fib_lookup *f)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	const struct ip_info *ip = p->tunnel ? &p->outer : &p->user;
+	const struct ip_info *ip = routed_header(p);
 	__u32 off = ip->off & MEP_MAX_OFF;
 
 	if (p->has_vlan)
@@ -76,7 +82,7 @@ static __always_inline __u32 fib_params(struct xdp_md *ctx, const struct pkt *p,
 static __always_inline void fib_decrease_ttl(struct xdp_md *ctx, const struct pkt *p)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	const struct ip_info *ip = p->tunnel ? &p->outer : &p->user;
+	const struct ip_info *ip = routed_header(p);
 	__u32 off = ip->off & MEP_MAX_OFF;
 
 	if (ip->family == 4) {
