@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import ipaddress
 import os
 from typing import Any
@@ -241,6 +242,52 @@ def test_more_ipv4_intervals_than_a_field_holds_are_refused(xdp_engine) -> None:
     assert xdp_engine.generation == generation  # nothing applied
 
 
+def test_vector_blocks_beyond_the_pool_are_refused(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    """prepare() counts the distinct blocks of the vectors and summaries against a half's pool
+    (mep_vec_blocks), with room for the two vectors write() replaces: a pool of 64 blocks (the fixture's
+    holds 8,192) cannot take 300 rules of the benchmarks' mix, and the error says how many it needs."""
+    from bench.rulegen import generate_rules
+    from mep.dataplane.maps.classifier import ClassifierMaps
+    from mep.dataplane.tables import tables_of
+
+    rs = ruleset(generate_rules(300, seed=300))
+    small = ClassifierMaps(xdp_engine._bpf, dataclasses.replace(xdp_engine._sizes, blocks=64), contents_known=True)
+    try:
+        with pytest.raises(CapacityError, match=r"\d+ classifier vector blocks exceed the loaded program's 64"):
+            small.prepare(tables_of(rs.rules, rs.generation))
+        prepared = xdp_engine._classifier.prepare(tables_of(rs.rules, rs.generation))  # the loaded pool: fits
+        slots = [b for encoded in prepared.vectors.values() for b in encoded]
+        assert 64 < len(set(slots)) < len(slots) // 4  # the vectors share most of their blocks
+    finally:
+        small.close()
+
+
+def test_the_pool_holds_every_block_its_vectors_name_and_frees_the_rest(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    """Rule sets applied one after another (each half rewritten from the last tables it held): after each,
+    both halves' pools name exactly the blocks of their vectors, every other index is free, and the
+    frames classify as the reference engine says."""
+    from bench.rulegen import generate_rules
+    from bench.xdp_rules import flows
+    from mep.dataplane.tables import build_tables
+
+    capacity = xdp_engine._sizes.blocks
+    for n, seed in ((120, 1), (200, 2), (120, 1), (60, 3)):
+        rs = ruleset(generate_rules(n, seed=seed), generation=xdp_engine.generation + 1)
+        xdp_engine.apply(rs)
+        xdp_engine._grace.wait()  # the half left behind is brought up to date after the grace period
+        for half in xdp_engine._classifier._halves:
+            assert half is not None
+            named = {b for encoded in half.vectors.values() for b in encoded}
+            assert set(half.blocks.ids) == named
+            assert sorted([*half.blocks.ids.values(), *half.blocks.free]) == list(range(capacity))
+        reference = ReferenceEngine()
+        reference.apply(rs)
+        frames = [f for position in ("top", "bottom", "none") for f, _ in flows(rs, build_tables(rs), position, 16,
+                                                                                seed=n)]
+        assert [(r.verdict, r.rule_id) for r in (xdp_engine.process(f, N6) for f in frames)] == \
+            [(r.verdict, r.rule_id) for r in (reference.process(f, N6) for f in frames)]
+
+
 def ruleset_unchecked(rules):  # type: ignore[no-untyped-def]
     from mep.config import Capacity
 
@@ -339,8 +386,9 @@ def test_maps_pinned_with_another_capacity_are_refused_with_the_fix() -> None:  
         with pytest.raises(LoadError) as err:
             XdpEngine(config(2048), netns=netns_name)
         assert f"the maps pinned under {pin_root / 'pinned'} were made by a build with another" in str(err.value)
-        # 1,024 filters: 16 words of filter bits, a key summary word, one for each key pair slot
-        assert f"mep_vectors: pinned with 4-byte keys, {8 * (16 + 1 + MAX_KEY_PAIRS)}-byte values" in str(err.value)
+        # 1,024 filters: 16 words of filter bits in two blocks, a block for the key summary and one for each
+        # key pair slot's; two-byte block indexes
+        assert f"mep_vectors: pinned with 4-byte keys, {2 * (2 + 1 + MAX_KEY_PAIRS)}-byte values" in str(err.value)
         assert "ip link set dev IFNAME xdp off" in str(err.value)
         # nothing of the refused load is left pinned: the next start adopts the maps it found
         assert sorted(p.name for p in (pin_root / "pinned").iterdir()) == pinned
@@ -374,7 +422,7 @@ def test_the_program_verifies_at_the_largest_capacity_the_config_accepts() -> No
     bpf = None
     try:
         bpf = BPF(text=program_text().encode(), cflags=cflags(sizes, pin_dir))
-        for name in (b"mep_xdp", b"mep_xdp_classify"):  # the scan is in mep_xdp_classify
+        for name in (b"mep_xdp", b"mep_xdp_classify", b"mep_xdp_classify_rev"):  # the scans are in the last two
             assert bpf.load_func(name, BPF.XDP).fd >= 0
     finally:
         if bpf is not None:

@@ -14,15 +14,32 @@ union mep_addr {
 	__u32 w[4];
 };
 
-/* mep_vectors: one filter bit vector (bit i of word i/64 = filter i) and its
- * key summary (bit j of key[j/64]: word j holds a filter keyed on the field
- * in this class; mep/dataplane/tables.py). */
+/* The index of a block in a half's pool (mep_vec_blocks): two bytes while they suffice. */
+#if MEP_MAX_BLOCKS <= 65536
+typedef __u16 mep_block_t;
+#else
+typedef __u32 mep_block_t;
+#endif
+
+/* mep_vectors: one class's filter bit vector (bit i of word i/64 = filter i)
+ * and its summaries, each named by the index of a block of its half's pool:
+ * blk[b] holds words b * MEP_BLOCK_WORDS on; sum[0] the key summary (bit j
+ * of word j/64: vector word j holds a filter keyed on the field alone in
+ * this class), sum[1 + p] the summary of key pair slot p (the words holding
+ * a filter keyed on that pair; mep/dataplane/tables.py). Blocks are shared:
+ * a class vector differs from its field's open filters in a block or two,
+ * so a half holds each distinct block once (maps/classifier.py). */
 struct vec {
-	__u64 w[MEP_FILTER_WORDS];
-	__u64 key[MEP_SUMMARY_WORDS];                  /* words of filters keyed on this field alone */
-	/* per key pair slot p, words p * MEP_SUMMARY_WORDS on: of filters keyed on that pair (one
-	 * dimension: bcc's ctypes mirror of a[3][2] is a[3], and its owner wrote past it) */
-	__u64 pair[MEP_KEY_PAIRS * MEP_SUMMARY_WORDS];
+	mep_block_t blk[MEP_VEC_BLOCKS];
+	mep_block_t sum[1 + MEP_KEY_PAIRS];
+};
+
+/* mep_vec_blocks: a half's pool, MEP_MAX_BLOCKS blocks of MEP_BLOCK_WORDS
+ * words (a cache line each); one map value, so that a word is a load at an
+ * offset from the pointer the scan looked up once (a lookup per word was a
+ * helper call per field, and the scan's registers spilled past the stack). */
+struct vec_pool {
+	__u64 w[MEP_MAX_BLOCKS * MEP_BLOCK_WORDS];
 };
 
 /* mep_sets: one per half of the double buffer. */

@@ -1,9 +1,11 @@
 /* classify.h - the bit-vector classifier behind a per-CPU flow cache.
  *
  * cache_lookup() (mep_xdp) answers established flows; on a miss
- * classify_miss() (mep_xdp_classify, its own program: mep_xdp.c) finds the
- * winning rule slot (and whether it matched in the reverse direction of a
- * FLOW rule), or no rule, and writes it to the cache. The
+ * classify_scan() finds the first matching filter (mep_xdp_classify) and,
+ * when FLOW rules are enforced, the first in the reverse direction
+ * (mep_xdp_classify_rev), each in a program of its own (mep_xdp.c); then
+ * classify_miss() picks the winning rule slot, or no rule, and writes it to
+ * the cache. The
  * tables are built by mep/dataplane/tables.py (whose lookup() is the Python
  * model of this file) and written by maps/classifier.py:
  *   - per field, a class lookup gives a vector index: an LPM trie for the four
@@ -12,7 +14,8 @@
  *   - the OR of the classes' key summaries, and of the AND of each key pair's
  *     two pair summaries, names the words that can hold a match (a filter
  *     matches only where the classes of the fields it is keyed on hold it);
- *   - the AND of the used fields' vectors, over those words in order, stops
+ *   - the AND of the fields' vectors (blocks of a shared pool), over those
+ *     words in order, stops
  *     at the first non-zero word; its lowest bit is the first matching
  *     filter (filters are numbered in match order), mep_filter_rule gives
  *     its rule slot.
@@ -62,6 +65,7 @@ struct field_values {
 	__u8 pad[2];
 	__u64 candidates[MEP_SUMMARY_WORDS]; /* scan(): the words its key and pair summaries name */
 	__u32 vidx[MEP_NFIELDS];        /* scan(): each field's vector, for the pair summaries */
+	__u64 word;                     /* scan(): the word it ANDs */
 	struct addr_class_key class_key; /* addr_class()'s LPM key: one per unrolled field on the stack overflowed it */
 };
 
@@ -205,8 +209,26 @@ static __always_inline struct vec *vector_at(__u32 half, __u32 index)
 	return mep_vectors.lookup(&key);
 }
 
-/* One AND-scan; 1 and *bit when some filter matches. `only` restricts the
- * scan to its filters: forward, the enabled ones (the tables may hold the
+/* Block `index` of a half's pool: masked (a power of two), so the verifier
+ * bounds the offset without a branch per field and word. */
+static __always_inline const __u64 *block(const struct vec_pool *pool, mep_block_t index)
+{
+	return &pool->w[(__u64)(index & (MEP_MAX_BLOCKS - 1)) * MEP_BLOCK_WORDS];
+}
+
+/* Word w of vector v, given col = &pool->w[w % MEP_BLOCK_WORDS] (the
+ * word's column in every block): one load more than a dense vector's (its
+ * block's index), for a tenth of the memory (docs/classifier.md). */
+static __always_inline __u64 vec_word(const __u64 *col, const struct vec *v, __u64 w)
+{
+	return col[(__u64)(v->blk[w / MEP_BLOCK_WORDS] & (MEP_MAX_BLOCKS - 1)) * MEP_BLOCK_WORDS];
+}
+
+/* Filters are numbered below MEP_MAX_FILTERS: a scan that found none leaves this. */
+#define MEP_NO_FILTER 0xffffffffu
+
+/* One AND-scan: *bit (map memory, preset to MEP_NO_FILTER) becomes the first
+ * filter that matches. `only` restricts the scan to its filters: forward, the enabled ones (the tables may hold the
  * filters of dormant rules, maps/classifier.py); reverse, the enabled FLOW
  * rules' ones.
  * Fields no filter uses are not looked up: they AND the half's all-ones
@@ -214,26 +236,25 @@ static __always_inline struct vec *vector_at(__u32 half, __u32 index)
  * that constrain no field). Every pointer in v[] is non-NULL, so the
  * verifier sees one path through the setup (a pointer that may be NULL per
  * field gave it 2^13 paths). */
-#define MEP_COMMON_FIELD(f) ((f) == MEP_F_SRC || (f) == MEP_F_DST || (f) == MEP_F_SPORT || (f) == MEP_F_DPORT || \
-			     (f) == MEP_F_PROTO || (f) == MEP_F_DSCP)
-
-static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct field_values *fv,
-				const struct vec *only, __u32 *bit)
+static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const struct vec_pool *pool,
+				struct field_values *fv, const struct vec *only, __u32 *bit)
 {
 	struct vec *v[MEP_NFIELDS], *ones = vector_at(half, MEP_ALL_ONES_VECTOR);
 	__u32 used = cfg->used_fields, keyed = cfg->keyed_fields;
 	__u64 nwords = cfg->nwords, k, j;
+	const __u64 *sa, *sb;
 	int f, p;
 
-	if (!only || !ones)
-		return 0;
+	if (!ones)
+		return;
 
 	/* The candidate words gather in map memory (*fv): OR-ed in the scan
 	 * loop, each vector's summary address was one more pointer on the
 	 * 512-byte stack. */
+	sa = block(pool, ones->sum[0]);
 #pragma unroll
 	for (k = 0; k < MEP_SUMMARY_WORDS; k++)
-		fv->candidates[k] = ones->key[k];
+		fv->candidates[k] = sa[k];
 #pragma unroll
 	for (f = 0; f < MEP_NFIELDS; f++) {
 		v[f] = ones;
@@ -243,11 +264,12 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 			fv->vidx[f] = cfg->vector_base[f] + cls;
 			v[f] = vector_at(half, fv->vidx[f]);
 			if (!v[f])
-				return 0;
+				return;
 			if (keyed & (1u << f)) {
+				sa = block(pool, v[f]->sum[0]);
 #pragma unroll
 				for (k = 0; k < MEP_SUMMARY_WORDS; k++)
-					fv->candidates[k] |= v[f]->key[k];
+					fv->candidates[k] |= sa[k];
 			}
 		}
 	}
@@ -261,14 +283,16 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 		if (p >= cfg->npairs)
 			break;
 		if (a >= MEP_NFIELDS || b >= MEP_NFIELDS)
-			return 0;
+			return;
 		va = vector_at(half, fv->vidx[a]);
 		vb = vector_at(half, fv->vidx[b]);
 		if (!va || !vb)
-			return 0;
+			return;
+		sa = block(pool, va->sum[1 + p]);
+		sb = block(pool, vb->sum[1 + p]);
 #pragma unroll
 		for (k = 0; k < MEP_SUMMARY_WORDS; k++)
-			fv->candidates[k] |= va->pair[p * MEP_SUMMARY_WORDS + k] & vb->pair[p * MEP_SUMMARY_WORDS + k];
+			fv->candidates[k] |= sa[k] & sb[k];
 	}
 	/* Indexes are 64-bit: as __u32 each was zero-extended (shift left,
 	 * shift right) twice a word, and the scan to the bottom at 10,000 rules
@@ -286,36 +310,39 @@ static __always_inline int scan(__u32 half, const struct set_cfg *cfg, struct fi
 #pragma clang loop unroll(disable)
 		for (j = 0; j < 64; j++) {
 			__u64 acc = ~0ULL, w;
+			const __u64 *col;
 
 			if (!candidates)
 				break;
-			w = s * 64 + ctz64(candidates);
+			/* through map memory: the verifier then knows w by the bounds
+			 * below alone, and no longer carries s and candidates as precise
+			 * into every iteration's state (with w in registers, 28,672
+			 * filters went past its 1M-instruction budget; through memory,
+			 * 32,768 take 183k) */
+			fv->word = s * 64 + ctz64(candidates);
 			candidates &= candidates - 1;
+			asm volatile("" ::: "memory");
+			w = fv->word;
 			if (w >= nwords || w >= MEP_FILTER_WORDS)
 				break;
-			/* the six fields most filters set first; the other seven and
-			 * the filters in force only for words those leave non-zero
-			 * (-28..34 % on scans to the bottom at 10k rules; the filters
-			 * in force left out of the first six: another -5 %;
-			 * bench/xdp_rules.py) */
+			col = &pool->w[w % MEP_BLOCK_WORDS];
+			/* every field, then the filters in force: the fields no filter
+			 * uses all name the all-ones vector's blocks, one cache line.
+			 * (With dense vectors the six fields most filters set went first
+			 * and the rest only for words those left non-zero: -28..34 % on
+			 * scans to the bottom at 10k rules; with blocks that branch
+			 * doubled the verifier's walk of the scan, past its 1M budget at
+			 * 32,768 filters.) */
 #pragma unroll
 			for (f = 0; f < MEP_NFIELDS; f++)
-				if (MEP_COMMON_FIELD(f))
-					acc &= v[f]->w[w];
-			if (!acc)
-				continue;
-#pragma unroll
-			for (f = 0; f < MEP_NFIELDS; f++)
-				if (!MEP_COMMON_FIELD(f))
-					acc &= v[f]->w[w];
-			acc &= only->w[w];
+				acc &= vec_word(col, v[f], w);
+			acc &= vec_word(col, only, w);
 			if (acc) {
 				*bit = w * 64 + ctz64(acc);
-				return 1;
+				return;
 			}
 		}
 	}
-	return 0;
 }
 
 static __always_inline int filter_rule(__u32 half, __u32 bit, __u32 *slot)
@@ -332,42 +359,43 @@ static __always_inline int filter_rule(__u32 half, __u32 bit, __u32 *slot)
 	return 1;
 }
 
-/* The first matching rule, forward or (FLOW rules) reverse; 0 when none.
- * Each scan can end at any of nwords words; with its result in registers the
- * verifier carried each ending through the rest of the program as a distinct
- * state (190k verified instructions at 16k filters). Results go through map
- * memory (*fv) behind a compiler barrier instead, so every ending continues
- * as one unknown state. */
-static __always_inline int classify_tables(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
-					   struct field_values *fv, struct cls_result *res)
+/* One direction's scan of a flow cache miss: forward (dir 0) over the
+ * enabled filters into fv->fwd_bit, reverse (dir 1, swapped values) over the
+ * enabled FLOW rules' filters into fv->rev_bit; MEP_NO_FILTER when none
+ * matches. Each direction runs in a program of its own (mep_xdp.c): in one
+ * program the verifier walked the reverse scan again after each ending of
+ * the forward one (~4x the forward scan's instructions, past the 1M budget
+ * at 28,672 filters). */
+static __always_inline void classify_scan(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
+					  struct field_values *fv, const int dir)
 {
-	struct vec *flows = 0, *enabled = vector_at(half, cfg->enabled ? MEP_ENABLED_VECTOR : 0);
-	int dir;
+	const struct vec_pool *pool = mep_vec_blocks.lookup(&half);
+	__u32 *bit = dir ? &fv->rev_bit : &fv->fwd_bit;
+	struct vec *only;
 
-	if (cfg->flow_vector != MEP_NO_VECTOR)
-		flows = vector_at(half, cfg->flow_vector);  /* already ANDed with the enabled filters */
-	fv->fwd = 0;
-	fv->rev = 0;
-	/* One scan in the program text, run once per direction: two inlined
-	 * copies each kept their 13 vector pointers on the 512-byte stack. */
-#pragma clang loop unroll(disable)
-	for (dir = 0; dir < 2; dir++) {
-		if (dir && !flows)
-			break;
-		int found;
+	*bit = MEP_NO_FILTER;
+	if (dir)  /* the FLOW vector is already ANDed with the enabled filters */
+		only = cfg->flow_vector != MEP_NO_VECTOR ? vector_at(half, cfg->flow_vector) : 0;
+	else
+		only = vector_at(half, cfg->enabled ? MEP_ENABLED_VECTOR : 0);
+	if (!pool || !only)
+		return;
+	packet_values(p, dir, fv);
+	scan(half, cfg, pool, fv, only, bit);
+}
 
-		packet_values(p, dir, fv);
-		found = scan(half, cfg, fv, dir ? flows : enabled, dir ? &fv->rev_bit : &fv->fwd_bit);
-		if (dir)
-			fv->rev = found;
-		else
-			fv->fwd = found;
-	}
-	asm volatile("" ::: "memory");
-	if (fv->fwd && !filter_rule(half, fv->fwd_bit, &fv->fwd_slot))
-		fv->fwd = 0;
-	if (fv->rev && !filter_rule(half, fv->rev_bit, &fv->rev_slot))
-		fv->rev = 0;
+/* The miss needs the reverse scan too: some FLOW rule is enforced. */
+static __always_inline int classify_reverse(const struct set_cfg *cfg)
+{
+	return cfg->flow_vector != MEP_NO_VECTOR;
+}
+
+/* The first matching rule of the scans' results, forward or (FLOW rules)
+ * reverse, the lower rule winning (forward on a tie); 0 when none. */
+static __always_inline int classify_result(__u32 half, struct field_values *fv, struct cls_result *res)
+{
+	fv->fwd = fv->fwd_bit != MEP_NO_FILTER && filter_rule(half, fv->fwd_bit, &fv->fwd_slot);
+	fv->rev = fv->rev_bit != MEP_NO_FILTER && filter_rule(half, fv->rev_bit, &fv->rev_slot);
 	asm volatile("" ::: "memory");
 	if (!fv->fwd && !fv->rev)
 		return 0;
@@ -560,17 +588,16 @@ static __always_inline __u32 cache_generation(const struct set_cfg *cfg)
 	return cfg->generation;
 }
 
-/* A flow cache miss: classify_tables(), then the set cache_lookup() prepared
- * in cw is written with the result, which is also left in *out (slot_plus1
- * 0: no rule matched). */
-static __always_inline void classify_miss(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
-					  struct flow_cache_work *cw, struct field_values *fv,
-					  struct flow_cache_val *out)
+/* A flow cache miss after its scans (classify_scan()): the set
+ * cache_lookup() prepared in cw is written with the result, which is also
+ * left in *out (slot_plus1 0: no rule matched). */
+static __always_inline void classify_miss(__u32 half, const struct pkt *p, struct flow_cache_work *cw,
+					  struct field_values *fv, struct flow_cache_val *out)
 {
 	struct flow_cache_val val = {};
 	struct cls_result res = {};
 
-	if (classify_tables(half, cfg, p, fv, &res)) {
+	if (classify_result(half, fv, &res)) {
 		val.slot_plus1 = res.slot + 1;
 		val.reverse = res.reverse;
 	}

@@ -12,7 +12,7 @@
 #if !defined(MEP_MAX_RULES) || !defined(MEP_MAX_FILTERS) || !defined(MEP_MAX_VECTORS) || \
     !defined(MEP_FLOW_CAPACITY) || !defined(MEP_FLOW_CACHE_BUCKETS) || !defined(MEP_MAX_PORTS) || !defined(MEP_VALUE_SPACE) || \
     !defined(MEP_MAX_IFINDEX) || !defined(MEP_MAX_ADDR4) || !defined(MEP_ADDR4_BUCKETS) || \
-    !defined(MEP_ADDR4_STEPS)
+    !defined(MEP_ADDR4_STEPS) || !defined(MEP_MAX_BLOCKS) || !defined(MEP_BLOCK_WORDS)
 #error "capacities come from xdp.py as -D flags (mep/dataplane/xdp.py: cflags())"
 #endif
 
@@ -20,6 +20,15 @@
 #define MEP_FILTER_WORDS ((MEP_MAX_FILTERS + 63) / 64)
 /* Words of a vector's key summary: one bit per vector word. */
 #define MEP_SUMMARY_WORDS ((MEP_FILTER_WORDS + 63) / 64)
+/* Blocks of MEP_BLOCK_WORDS words (mep_vec_blocks) a vector spans; a
+ * summary fits one (at most 32,768 filters). */
+#define MEP_VEC_BLOCKS ((MEP_FILTER_WORDS + MEP_BLOCK_WORDS - 1) / MEP_BLOCK_WORDS)
+#if MEP_SUMMARY_WORDS > MEP_BLOCK_WORDS
+#error "a summary must fit one block: at most 32,768 filters"
+#endif
+#if MEP_MAX_BLOCKS & (MEP_MAX_BLOCKS - 1)
+#error "MEP_MAX_BLOCKS is a power of two: a block index is masked, not compared"
+#endif
 
 /* Bounded walks; the same bounds as mep/dataplane/packet.py (MAX_*). */
 #define MEP_MAX_IPV6_EXT 6
@@ -44,7 +53,8 @@
 #define MEP_PROG_DNS 0
 #define MEP_PROG_CLASSIFY 1
 #define MEP_PROG_XDP 2
-#define MEP_PROGS 3
+#define MEP_PROG_CLASSIFY_REV 3
+#define MEP_PROGS 4
 
 /* Port roles (mep/config.py PortRole) and the mirror role of the veths that
  * carry DUPLICATE_* copies from TC back into XDP. */

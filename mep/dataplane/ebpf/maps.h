@@ -28,8 +28,12 @@ BPF_TABLE_PINNED7("lpm_trie", struct addr_class_key, u32, mep_addr_class, MEP_MA
 		  MEP_PIN(mep_addr_class), BPF_F_NO_PREALLOC);
 /* half * MEP_VALUE_SPACE + field base + value -> class (ports, protocol, VLAN, DSCP, TC, QFI); 0 unless written; writer: maps/classifier.py */
 BPF_TABLE_PINNED("array", u32, u32, mep_value_class, 2 * MEP_VALUE_SPACE, MEP_PIN(mep_value_class));
-/* half * MEP_MAX_VECTORS + vector index -> filter bit vector; writer: maps/classifier.py */
+/* half * MEP_MAX_VECTORS + vector index -> the blocks of a filter bit vector and of its summaries;
+ * writer: maps/classifier.py */
 BPF_TABLE_PINNED("array", u32, struct vec, mep_vectors, 2 * MEP_MAX_VECTORS, MEP_PIN(mep_vectors));
+/* half -> its pool of blocks of vector and summary words; memory-mapped by its writer, which stores
+ * only the blocks that change (BPF_F_MMAPABLE); writer: maps/classifier.py */
+BPF_TABLE_PINNED7("array", u32, struct vec_pool, mep_vec_blocks, 2, MEP_PIN(mep_vec_blocks), BPF_F_MMAPABLE);
 /* half * MEP_MAX_FILTERS + filter bit -> rule slot; writer: maps/classifier.py */
 BPF_TABLE_PINNED("array", u32, u32, mep_filter_rule, 2 * MEP_MAX_FILTERS, MEP_PIN(mep_filter_rule));
 /* half * MEP_MAX_RULES + rule slot -> action, targets, counter slot; writer: maps/ruleset.py */
@@ -69,7 +73,8 @@ BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_dns_counters, MEP_
 /* [0]: the responder's address and port (dns.listen); writer: maps/dns.py at load */
 BPF_ARRAY(mep_dns_cfg, struct dns_cfg, 1);
 /* tail-call targets: [MEP_PROG_DNS] = mep_xdp_dns, [MEP_PROG_CLASSIFY] =
- * mep_xdp_classify, [MEP_PROG_XDP] = mep_xdp; writer: xdp.py at load.
+ * mep_xdp_classify, [MEP_PROG_XDP] = mep_xdp, [MEP_PROG_CLASSIFY_REV] =
+ * mep_xdp_classify_rev; writer: xdp.py at load.
  * Pinned under a name of its own per load (MEP_PIN_PROGS): the kernel
  * empties a program array once no file or pin refers to it, and the
  * program still attached after its control plane exited needs its table

@@ -236,10 +236,11 @@ int mep_xdp(struct xdp_md *ctx)
 	return finish(ctx, d, bytes, fib_forward(ctx, s, process(ctx, s, d), bytes));
 }
 
-/* A flow cache miss (tail-called by mep_xdp, which parsed the frame and
- * prepared the cache set in the per-CPU scratch): the tables decide, the
- * cache learns it, and mep_xdp runs again to act on the hit. */
-int mep_xdp_classify(struct xdp_md *ctx)
+/* One scan of a flow cache miss (classify_scan(): dir 0 forward, 1 the
+ * reverse of FLOW rules), in the half mep_xdp chose; then, unless the
+ * reverse scan is still to come (mep_xdp_classify_rev, tail-called), the
+ * cache learns the result and mep_xdp runs again to act on the hit. */
+static __always_inline int classify_step(struct xdp_md *ctx, const int dir)
 {
 	struct decision d = {};
 	__u64 bytes = ctx->data_end - ctx->data;
@@ -256,11 +257,33 @@ int mep_xdp_classify(struct xdp_md *ctx)
 	cfg = mep_sets.lookup(&half);
 	if (!cfg)
 		return finish(ctx, &d, bytes, XDP_DROP);
-	classify_miss(half, cfg, &s->p, &s->cache, &s->fv, &s->cls_result);
+	classify_scan(half, cfg, &s->p, &s->fv, dir);
+	if (!dir) {
+		s->fv.rev_bit = MEP_NO_FILTER;
+		if (classify_reverse(cfg)) {
+			mep_progs.call(ctx, MEP_PROG_CLASSIFY_REV);
+			return finish(ctx, &d, bytes, XDP_DROP);  /* returns only when it is not loaded */
+		}
+	}
+	classify_miss(half, &s->p, &s->cache, &s->fv, &s->cls_result);
 	s->cls_pending = 1;
 	mep_progs.call(ctx, MEP_PROG_XDP);
 	s->cls_pending = 0;  /* mep_xdp is not in mep_progs */
 	return finish(ctx, &d, bytes, XDP_DROP);
+}
+
+/* A flow cache miss (tail-called by mep_xdp, which parsed the frame and
+ * prepared the cache set in the per-CPU scratch): the forward scan. */
+int mep_xdp_classify(struct xdp_md *ctx)
+{
+	return classify_step(ctx, 0);
+}
+
+/* The reverse scan of a miss while FLOW rules are enforced (tail-called by
+ * mep_xdp_classify). */
+int mep_xdp_classify_rev(struct xdp_md *ctx)
+{
+	return classify_step(ctx, 1);
 }
 
 /* Queries to the DNS responder (tail-called by mep_xdp, which parsed the

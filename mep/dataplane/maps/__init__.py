@@ -2,7 +2,7 @@
 
 Each map in ebpf/maps.h belongs to exactly one module here; the engine
 (xdp.py) calls these modules and nothing else touches the maps. Modules are
-grouped by concern rather than one per map, because the classifier's six
+grouped by concern rather than one per map, because the classifier's seven
 maps and the rule set's four maps are only meaningful written together
 (a departure from STYLE.md section 3's one-module-per-map, for that reason):
 
@@ -11,7 +11,7 @@ module                 maps
 =====================  ==========================================================
 abi.py                 (none: the shared numbers and the cflags)
 classifier.py          mep_addr4, mep_addr4_first, mep_addr_class, mep_value_class, mep_vectors,
-                       mep_filter_rule
+                       mep_vec_blocks, mep_filter_rule
 ruleset.py             mep_rules, mep_rule_index, mep_sets, mep_state
 counters.py            mep_rule_counters, mep_reason_counters
 ports.py               mep_ports, mep_port_of, mep_mirrors

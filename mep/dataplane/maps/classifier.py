@@ -1,5 +1,5 @@
 """Owner of the classifier maps: mep_addr4, mep_addr4_first, mep_addr_class, mep_value_class, mep_vectors,
-mep_filter_rule.
+mep_vec_blocks, mep_filter_rule.
 
 ``ClassifierMaps.write(half, tables)`` makes one half of the double buffer
 hold ``tables`` (mep/dataplane/tables.py), writing only what differs from
@@ -17,6 +17,17 @@ class's pair summaries, one per key pair slot (``Layout.pairs``). ``Layout`` rec
 mep_sets (maps/ruleset.py). The classes depend on the filters only, so a
 change of which rules are enforced writes vectors 1 and the FLOW mask.
 
+Blocks: mep_vectors holds, per vector, the indexes of its blocks in the
+half's pool (mep_vec_blocks, BLOCK_WORDS words a block) and of its
+summaries' (a block each). A half holds each distinct block once
+(``_Pool``): a class vector is its field's open filters but for a block or
+two, and most summaries repeat, so the notes' 10,000-rule mix needs 34,621
+blocks (2.1 MiB) where its dense vectors took 29 MiB a half. The pools are
+one map value a half, written through a shared memory mapping of the map
+(BPF_F_MMAPABLE), a block at a time. A block is rewritten only while no
+vector of the half names it, and a half only while it is not in force: a
+packet never reads a block under change.
+
 Address classes: IPv4 as each address field's sorted intervals with their
 first level (tables.ipv4_index) in mep_addr4 / mep_addr4_first, the counts
 and bounds in ``Layout.addr4`` (mep_sets); IPv6 as prefixes in the LPM trie
@@ -24,15 +35,19 @@ mep_addr_class.
 """
 from __future__ import annotations
 
+import collections
 import ctypes as ct
 import dataclasses
 import itertools
+import mmap
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ...errors import CapacityError, MapWriteError, RuleProblem
-from ..tables import ADDRESS_FIELDS, VALUE_DOMAIN, VALUE_FIELDS, ClassifierTables, Field, Ipv4Index, ipv4_index
-from .abi import ADDR4_BUCKETS, VALUE_BASE, VALUE_SPACE, Sizes, update_batch
+from ..tables import (ADDRESS_FIELDS, MAX_KEY_PAIRS, VALUE_DOMAIN, VALUE_FIELDS, ClassifierTables, Field,
+                      Ipv4Index, ipv4_index)
+from .abi import ADDR4_BUCKETS, BLOCK_WORDS, VALUE_BASE, VALUE_SPACE, Sizes, update_batch
 
 __all__ = ["Layout", "ClassifierMaps", "Prepared", "NO_VECTOR"]
 
@@ -47,6 +62,12 @@ Addr4Entry = tuple[int, int, int]  # (lo, hi, class): one IPv4 interval
 # (filter bitmask, summaries): one mep_vectors value; the summaries are the key summary, then one per
 # key pair slot (missing ones are 0)
 Vector = tuple[int, tuple[int, ...]]
+Block = bytes  # BLOCK_WORDS little-endian words: of a vector (word 0 = filters 0..63 of the block) or a summary
+# A mep_vectors value by content: its blocks in use (the rest name the zero block), then its summaries' blocks
+# (the key summary, then one per pair slot)
+Encoded = tuple[Block, ...]
+_BLOCK_BYTES = 8 * BLOCK_WORDS
+_ZERO = bytes(_BLOCK_BYTES)
 
 
 @dataclass(frozen=True)
@@ -68,7 +89,8 @@ class _Half:
     source: int = 0  # the Prepared.serial written whole into the half, 0: none (or since changed)
     addr: dict[AddrEntry, int] = field(default_factory=dict)
     values: dict[int, int] = field(default_factory=dict)  # index -> class, the non-zero entries only
-    vectors: dict[int, Vector] = field(default_factory=dict)
+    vectors: dict[int, Encoded] = field(default_factory=dict)
+    blocks: "_Pool" = field(default_factory=lambda: _Pool())
     filter_rule: list[int] = field(default_factory=list)
     addr4: dict[int, Addr4Entry] = field(default_factory=dict)  # mep_addr4 index in the half -> entry
     addr4_first: dict[int, int] = field(default_factory=dict)  # mep_addr4_first index in the half -> entry
@@ -80,7 +102,7 @@ class Prepared:
 
     tables: ClassifierTables
     layout: Layout
-    vectors: dict[int, Vector]
+    vectors: dict[int, Encoded]
     addr: dict[AddrEntry, int]
     addr4: dict[int, Addr4Entry]  # mep_addr4 index within a half -> IPv4 interval (used address fields)
     addr4_first: dict[int, int]  # mep_addr4_first index within a half -> first interval of the bucket
@@ -109,6 +131,57 @@ def _layout(tables: ClassifierTables, sizes: Sizes) -> tuple[Layout, dict[int, V
     layout = Layout(tables.nwords, used, tables.keyed_fields, tuple(base), flow_vector, len(vectors),
                     pairs=tuple((int(a), int(b)) for a, b in tables.pairs))
     return layout, vectors
+
+
+def _encode(vector: Vector, nwords: int) -> Encoded:
+    """``vector`` as the contents of its blocks: the ``nwords`` words in use, then its summaries."""
+    mask, summaries = vector
+    raw = mask.to_bytes(-(-nwords // BLOCK_WORDS) * _BLOCK_BYTES, "little")
+    return (*(raw[i:i + _BLOCK_BYTES] for i in range(0, len(raw), _BLOCK_BYTES)),
+            *(s.to_bytes(_BLOCK_BYTES, "little") for s in summaries), *(_ZERO,) * (1 + MAX_KEY_PAIRS - len(summaries)))
+
+
+@dataclass
+class _Pool:
+    """The blocks of a half: the index of each distinct content, and how many vector slots name it.
+
+    Indexes a write frees (no vector names their block any more) are reused
+    by the next write of the half, whose new blocks are written before the
+    vectors that name them."""
+
+    ids: dict[Block, int] = field(default_factory=dict)
+    refs: collections.Counter[Block] = field(default_factory=collections.Counter)
+    free: list[int] = field(default_factory=list)  # popped from the end: lowest index first
+
+    @classmethod
+    def of(cls, vectors: Iterable[Encoded], capacity: int, old: Optional["_Pool"]) -> tuple["_Pool", dict[int, Block]]:
+        """The pool for ``vectors``, keeping the index of every block ``old`` held too; and the blocks to write."""
+        refs = collections.Counter(block for encoded in vectors for block in encoded)
+        ids = {block: old.ids[block] for block in refs if block in old.ids} if old else {}
+        kept = set(ids.values())
+        pool = cls(ids, refs, [i for i in range(capacity - 1, -1, -1) if i not in kept])
+        return pool, {pool.place(block): block for block in refs if block not in ids}
+
+    def place(self, block: Block) -> int:
+        """A free index for a new block."""
+        if not self.free:  # prepare() counted the blocks against the capacity
+            raise MapWriteError("mep_vec_blocks: no free block (prepare() let a rule set past its capacity)")
+        self.ids[block] = index = self.free.pop()
+        return index
+
+    def replace(self, old: Encoded, new: Encoded) -> dict[int, Block]:
+        """One vector's slots change from ``old`` to ``new``; returns the blocks to write."""
+        written = {}
+        for block in new:
+            if not self.refs[block]:
+                written[self.place(block)] = block
+            self.refs[block] += 1
+        for block in old:
+            self.refs[block] -= 1
+            if not self.refs[block]:
+                del self.refs[block]
+                self.free.append(self.ids.pop(block))
+        return written
 
 
 def _addr_entries(tables: ClassifierTables, layout: Layout) -> dict[AddrEntry, int]:
@@ -151,7 +224,7 @@ def _value_entries(tables: ClassifierTables, layout: Layout) -> dict[int, int]:
 
 
 class ClassifierMaps:
-    """The four classifier maps of one loaded program."""
+    """The classifier maps of one loaded program."""
 
     def __init__(self, bpf: Any, sizes: Sizes, *, contents_known: bool) -> None:
         self._addr = bpf["mep_addr_class"]
@@ -159,14 +232,24 @@ class ClassifierMaps:
         self._addr4_first = bpf["mep_addr4_first"]
         self._values = bpf["mep_value_class"]
         self._vectors = bpf["mep_vectors"]
+        pools = bpf["mep_vec_blocks"]
+        self._pool_bytes = ct.sizeof(pools.Leaf)
+        self._pools = mmap.mmap(pools.get_fd(), 2 * self._pool_bytes)  # both halves' values, in key order
         self._filter_rule = bpf["mep_filter_rule"]
         self._sizes = sizes
         # None: what the half holds is unknown (adopted maps); rewrite it whole.
         self._halves: list[Optional[_Half]] = [_Half(), _Half()] if contents_known else [None, None]
 
+    def close(self) -> None:
+        """Unmap the pools (the mapping holds the map, as a file descriptor does)."""
+        self._pools.close()
+
     def prepare(self, tables: ClassifierTables) -> Prepared:
         """``tables`` laid out for the maps; CapacityError when they do not fit the loaded program's."""
-        layout, vectors = _layout(tables, self._sizes)
+        layout, logical = _layout(tables, self._sizes)
+        vectors = {i: _encode(v, tables.nwords) for i, v in logical.items()}
+        # the two vectors write() replaces (ENABLED, FLOW) may name new blocks of filters (not of summaries)
+        blocks = len({block for encoded in vectors.values() for block in encoded}) + 2 * -(-tables.nwords // BLOCK_WORDS)
         addr = _addr_entries(tables, layout)
         addr4 = {f: ipv4_index(tables.fields[f]) for f in ADDRESS_FIELDS if layout.used_fields & (1 << f)}
         headers = [(0, 0, 0, 0)] * len(ADDRESS_FIELDS)
@@ -178,6 +261,7 @@ class ClassifierMaps:
         for what, have, limit in (
             ("traffic filters", tables.nfilters, self._sizes.filters),
             ("classifier vectors", len(vectors), self._sizes.vectors),
+            ("classifier vector blocks", blocks, self._sizes.blocks),
             ("IPv6 address prefixes", len(addr), self._sizes.prefixes // 2),
             *((f"IPv4 address intervals of field {f.name}", len(addr4[f].lo), self._sizes.addr4) for f in addr4),
         ):
@@ -199,15 +283,19 @@ class ClassifierMaps:
         only the differences are written (just the ENABLED and FLOW vectors when the half was last
         written from this very ``prepared``)."""
         tables, layout = prepared.tables, prepared.layout
-        dynamic: dict[int, Vector] = {ENABLED: (enabled, ())}
+        dynamic = {ENABLED: _encode((enabled, ()), layout.nwords)}
         if layout.flow_vector != NO_VECTOR:
-            dynamic[layout.flow_vector] = (tables.flow_mask & enabled, ())
+            dynamic[layout.flow_vector] = _encode((tables.flow_mask & enabled, ()), layout.nwords)
         old = self._halves[half]
         try:
             if self.holds(half, prepared):
                 assert old is not None
-                self._write_vectors(half, layout.nwords, old.vectors, dynamic)
-                old.vectors.update(dynamic)
+                changed = {i: e for i, e in dynamic.items() if old.vectors[i] != e}
+                written: dict[int, Block] = {}
+                for i, encoded in changed.items():
+                    written |= old.blocks.replace(old.vectors[i], encoded)
+                self._write_vectors(half, written, changed, old.blocks)
+                old.vectors.update(changed)
                 return layout
             new = _Half(source=prepared.serial, addr=prepared.addr, values=_value_entries(tables, layout),
                         vectors=prepared.vectors | dynamic, filter_rule=list(tables.filter_rule))
@@ -216,7 +304,9 @@ class ClassifierMaps:
                               new.addr4_first)
             self._write_addr(half, old.addr if old else None, new.addr)
             self._write_values(half, old.values if old else None, new.values)
-            self._write_vectors(half, layout.nwords, old.vectors if old else None, new.vectors)
+            new.blocks, written = _Pool.of(new.vectors.values(), self._sizes.blocks, old.blocks if old else None)
+            self._write_vectors(half, written, {i: e for i, e in new.vectors.items()
+                                                if old is None or old.vectors.get(i) != e}, new.blocks)
             self._write_filter_rule(half, old.filter_rule if old else None, new.filter_rule)
         except OSError as exc:
             self._halves[half] = None  # partly written: unknown until rewritten whole
@@ -273,21 +363,21 @@ class ClassifierMaps:
         leaf = self._values.Leaf
         self._batch(self._values, [base + i for i in changed], [leaf(new.get(i, 0)) for i in changed])
 
-    def _write_vectors(self, half: int, nwords: int, old: Optional[dict[int, Vector]],
-                       new: dict[int, Vector]) -> None:
-        changed = [i for i, vector in new.items() if old is None or old.get(i) != vector]
-        base = half * self._sizes.vectors
+    def _write_vectors(self, half: int, blocks: dict[int, Block], vectors: dict[int, Encoded], pool: _Pool) -> None:
+        """The new ``blocks`` first, then the ``vectors`` that name them (a vector of the same contents as before
+        names the same blocks: ``_Pool`` keeps the index of a block both hold)."""
+        base = half * self._pool_bytes
+        for i, block in blocks.items():
+            self._pools[base + i * _BLOCK_BYTES:base + (i + 1) * _BLOCK_BYTES] = block
+        zero = pool.ids.get(_ZERO, 0)  # the blocks past the rule set's words: never read
         leaves = []
-        for i in changed:
-            mask, summaries = new[i]
-            leaf = self._vectors.Leaf()  # zeroed: the words past the rule set's, the summaries not given
-            # the words in use, little-endian (word 0 = filters 0..63)
-            ct.memmove(ct.addressof(leaf), mask.to_bytes(8 * nwords, "little"), 8 * nwords)
-            # the key summary, then each pair slot's: contiguous in struct vec (key, pair[0], pair[1], ...)
-            raw = b"".join(s.to_bytes(8 * len(leaf.key), "little") for s in summaries)
-            ct.memmove(ct.addressof(leaf.key), raw, len(raw))
-            leaves.append(leaf)
-        self._batch(self._vectors, [base + i for i in changed], leaves)
+        for encoded in vectors.values():
+            value = self._vectors.Leaf()
+            nblocks = len(encoded) - 1 - MAX_KEY_PAIRS
+            value.blk[:] = [pool.ids[b] for b in encoded[:nblocks]] + [zero] * (len(value.blk) - nblocks)
+            value.sum[:] = [pool.ids[b] for b in encoded[nblocks:]]
+            leaves.append(value)
+        self._batch(self._vectors, [half * self._sizes.vectors + i for i in vectors], leaves)
 
     def _write_filter_rule(self, half: int, old: Optional[list[int]], new: list[int]) -> None:
         changed = [i for i, slot in enumerate(new) if old is None or i >= len(old) or old[i] != slot]
