@@ -228,16 +228,17 @@ def test_a_rule_set_beyond_the_loaded_capacity_is_refused(xdp_engine) -> None:  
     assert xdp_engine.generation == generation  # nothing applied
 
 
-def test_more_ipv4_intervals_than_a_field_holds_are_refused(xdp_engine) -> None:  # type: ignore[no-untyped-def]
-    """An address field holds 2 x filters + 1,024 IPv4 intervals (mep_addr4): 1,000 filters of four
-    addresses each, none adjacent, make 4,000 destination intervals for the fixture's 3,072."""
+def test_more_ipv4_intervals_than_the_address_fields_hold_are_refused(xdp_engine) -> None:  # type: ignore[no-untyped-def]
+    """The address fields of a half share 2 x (2 x filters + 1,024) IPv4 intervals (mep_addr4): 1,000 filters
+    of seven addresses each, none adjacent, make 7,000 destination intervals for the fixture's 6,144."""
     import ipaddress
 
     base = int(ipaddress.ip_address("198.18.0.0"))
-    rules = [rule(f"r{i}", "DROP", filters=[{"dstAddress": [str(ipaddress.ip_address(base + 2 * (4 * i + k)))
-                                                           for k in range(4)]}]) for i in range(1000)]
+    rules = [rule(f"r{i}", "DROP", filters=[{"dstAddress": [str(ipaddress.ip_address(base + 2 * (7 * i + k)))
+                                                           for k in range(7)]}]) for i in range(1000)]
     generation = xdp_engine.generation
-    with pytest.raises(CapacityError, match="4000 IPv4 address intervals of field DST exceed the loaded program's 3072"):
+    with pytest.raises(CapacityError, match=r"7000 IPv4 address intervals \(7000 of field DST\) exceed the "
+                                            r"loaded program's 6144"):
         xdp_engine.apply(ruleset_unchecked(rules))
     assert xdp_engine.generation == generation  # nothing applied
 

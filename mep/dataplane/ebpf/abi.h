@@ -54,6 +54,7 @@ struct set_cfg {
 	/* per address field, its IPv4 intervals in mep_addr4 (tables.ipv4_index): how many,
 	 * the first one's start and the last one's end (host order), the first level's shift */
 	__u32 addr4_n[4];
+	__u32 addr4_start[4];          /* its first interval's row in the half's mep_addr4 value */
 	__u32 addr4_lo[4];
 	__u32 addr4_hi[4];
 	__u8 addr4_shift[4];
@@ -71,6 +72,20 @@ struct addr4_iv {
 	__u32 lo;
 	__u32 hi;
 	__u32 cls;
+};
+
+/* mep_addr4: a half's IPv4 intervals, every address field's in turn from
+ * its set_cfg.addr4_start. One map value a half, as mep_value_class and
+ * mep_vec_blocks, memory-mapped by the writer: an array map rounds each
+ * element up to 8 bytes, twice a u32's size. */
+struct addr4_rows {
+	struct addr4_iv iv[MEP_MAX_ADDR4];
+};
+
+/* mep_value_class: a half's value classes, at each value field's base
+ * (ports, protocol, VLAN, DSCP, TC, QFI); 0 unless written. */
+struct value_classes {
+	__u32 cls[MEP_VALUE_SPACE];
 };
 
 /* mep_state[0]: which half is in force. One aligned word: a reader sees the

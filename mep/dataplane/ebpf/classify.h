@@ -95,7 +95,7 @@ static __always_inline void packet_values(const struct pkt *p, int reverse, stru
 	fv->value[MEP_F_QFI] = p->has_qfi ? p->qfi : MEP_VDOM_QFI;
 }
 
-/* Start of each value field's range in mep_value_class (-D from tables.py). */
+/* Start of each value field's range in a half's value classes (-D from tables.py). */
 static __always_inline __u32 value_base(int field)
 {
 	switch (field) {
@@ -112,14 +112,14 @@ static __always_inline __u32 value_base(int field)
 	return 0;
 }
 
-/* Interval i of the address field whose intervals start at `row` in mep_addr4. */
-static __always_inline struct addr4_iv *addr4_at(__u32 row, __u32 i)
+/* Interval i of the address field whose intervals start at `row` of the half's rows. */
+static __always_inline const struct addr4_iv *addr4_at(const struct addr4_rows *rows, __u32 row, __u32 i)
 {
-	__u32 key = row + i;
+	__u32 at = row + i;
 
-	if (i >= MEP_MAX_ADDR4)
+	if (at >= MEP_MAX_ADDR4)
 		return 0;
-	return mep_addr4.lookup(&key);
+	return &rows->iv[at];
 }
 
 /* The class of IPv4 address v (host order) in address field `field`: the
@@ -127,11 +127,12 @@ static __always_inline struct addr4_iv *addr4_at(__u32 row, __u32 i)
  * their ends (tables.ipv4_index) finds the one that may hold v. Branch-free
  * steps (the comparison as arithmetic), at most MEP_ADDR4_STEPS of them,
  * fewer as buckets are small. */
-static __always_inline __u32 addr4_class(__u32 half, const struct set_cfg *cfg, __u32 field, __u32 v)
+static __always_inline __u32 addr4_class(__u32 half, const struct set_cfg *cfg, const struct addr4_rows *rows,
+				       __u32 field, __u32 v)
 {
-	__u32 f = field & 3, row = (half * 4 + f) * MEP_MAX_ADDR4, b, key, first, count, i;
+	__u32 f = field & 3, row = cfg->addr4_start[f], b, key, first, count, i;
 	__u32 lo = cfg->addr4_lo[f];
-	struct addr4_iv *iv;
+	const struct addr4_iv *iv;
 	__u32 *at, *next;
 
 	if (!cfg->addr4_n[f] || v < lo || v > cfg->addr4_hi[f])
@@ -152,7 +153,7 @@ static __always_inline __u32 addr4_class(__u32 half, const struct set_cfg *cfg, 
 
 		if (count <= 1)
 			break;
-		iv = addr4_at(row, first + step - 1);
+		iv = addr4_at(rows, row, first + step - 1);
 		if (!iv)
 			return 0;
 		/* that interval ends before v: the answer is past it */
@@ -160,22 +161,22 @@ static __always_inline __u32 addr4_class(__u32 half, const struct set_cfg *cfg, 
 		count -= step;
 	}
 	if (count) {
-		iv = addr4_at(row, first);
+		iv = addr4_at(rows, row, first);
 		if (!iv)
 			return 0;
 		first += (__u32)(((__u64)iv->hi - v) >> 63);
 	}
 	if (first >= cfg->addr4_n[f])
 		return 0;
-	iv = addr4_at(row, first);
+	iv = addr4_at(rows, row, first);
 	return iv && iv->lo <= v ? iv->cls : 0;
 }
 
 /* The class of an address field; class 0 (the field's open filters) when
  * absent or nothing matches. IPv4 through addr4_class(), IPv6 through the
  * LPM trie. */
-static __always_inline __u32 addr_class(__u32 half, const struct set_cfg *cfg, __u32 field,
-					struct field_values *fv)
+static __always_inline __u32 addr_class(__u32 half, const struct set_cfg *cfg, const struct addr4_rows *rows,
+					__u32 field, struct field_values *fv)
 {
 	struct addr_class_key *key = &fv->class_key;
 	__u32 *cls;
@@ -183,7 +184,7 @@ static __always_inline __u32 addr_class(__u32 half, const struct set_cfg *cfg, _
 	if (!fv->addr_family[field])
 		return 0;
 	if (fv->addr_family[field] == 4)
-		return addr4_class(half, cfg, field, bpf_ntohl(fv->addr[field].w[0]));
+		return addr4_class(half, cfg, rows, field, bpf_ntohl(fv->addr[field].w[0]));
 	key->family = fv->addr_family[field];
 	key->prefixlen = 24 + (key->family == 4 ? 32 : 128);
 	key->half = half;
@@ -194,12 +195,11 @@ static __always_inline __u32 addr_class(__u32 half, const struct set_cfg *cfg, _
 	return cls ? *cls : 0;
 }
 
-static __always_inline __u32 value_class(__u32 half, int field, __u32 value)
+static __always_inline __u32 value_class(const struct value_classes *values, int field, __u32 value)
 {
-	__u32 idx = half * MEP_VALUE_SPACE + value_base(field) + value;
-	__u32 *cls = mep_value_class.lookup(&idx);
+	__u32 idx = value_base(field) + value;
 
-	return cls ? *cls : 0;
+	return idx < MEP_VALUE_SPACE ? values->cls[idx] : 0;
 }
 
 static __always_inline struct vec *vector_at(__u32 half, __u32 index)
@@ -237,6 +237,7 @@ static __always_inline __u64 vec_word(const __u64 *col, const struct vec *v, __u
  * verifier sees one path through the setup (a pointer that may be NULL per
  * field gave it 2^13 paths). */
 static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const struct vec_pool *pool,
+				const struct value_classes *values, const struct addr4_rows *rows,
 				struct field_values *fv, const struct vec *only, __u32 *bit)
 {
 	struct vec *v[MEP_NFIELDS], *ones = vector_at(half, MEP_ALL_ONES_VECTOR);
@@ -259,7 +260,7 @@ static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const st
 	for (f = 0; f < MEP_NFIELDS; f++) {
 		v[f] = ones;
 		if (used & (1u << f)) {
-			__u32 cls = f < 4 ? addr_class(half, cfg, f, fv) : value_class(half, f, fv->value[f]);
+			__u32 cls = f < 4 ? addr_class(half, cfg, rows, f, fv) : value_class(values, f, fv->value[f]);
 
 			fv->vidx[f] = cfg->vector_base[f] + cls;
 			v[f] = vector_at(half, fv->vidx[f]);
@@ -370,6 +371,8 @@ static __always_inline void classify_scan(__u32 half, const struct set_cfg *cfg,
 					  struct field_values *fv, const int dir)
 {
 	const struct vec_pool *pool = mep_vec_blocks.lookup(&half);
+	const struct value_classes *values = mep_value_class.lookup(&half);
+	const struct addr4_rows *rows = mep_addr4.lookup(&half);
 	__u32 *bit = dir ? &fv->rev_bit : &fv->fwd_bit;
 	struct vec *only;
 
@@ -378,10 +381,10 @@ static __always_inline void classify_scan(__u32 half, const struct set_cfg *cfg,
 		only = cfg->flow_vector != MEP_NO_VECTOR ? vector_at(half, cfg->flow_vector) : 0;
 	else
 		only = vector_at(half, cfg->enabled ? MEP_ENABLED_VECTOR : 0);
-	if (!pool || !only)
+	if (!pool || !values || !rows || !only)
 		return;
 	packet_values(p, dir, fv);
-	scan(half, cfg, pool, fv, only, bit);
+	scan(half, cfg, pool, values, rows, fv, only, bit);
 }
 
 /* The miss needs the reverse scan too: some FLOW rule is enforced. */

@@ -73,7 +73,7 @@ class Sizes:
     vectors: int  # classes of all fields together, per half
     blocks: int  # distinct blocks of vector and summary words, per half (mep_vec_blocks): a power of two
     prefixes: int  # LPM entries (IPv6 addresses), both halves
-    addr4: int  # IPv4 intervals of one address field in one half (mep_addr4)
+    addr4: int  # IPv4 intervals of the address fields together, in one half (mep_addr4)
     flows: int
     flow_cache_sets: int  # per CPU, a power of two; two flows a set
     dns_names: int = 64
@@ -96,7 +96,9 @@ class Sizes:
             blocks=1 << (2 * (capacity.filters + capacity.filters // 2 + 1024) - 1).bit_length(),
             prefixes=2 * (4 * capacity.filters + 1024),
             # two interval ends a filter address, and a margin
-            addr4=2 * capacity.filters + 1024,
+            # two interval ends a filter address on two address fields,
+            # and a margin (the four fields share them)
+            addr4=2 * (2 * capacity.filters + 1024),
             flows=capacity.flows,
             # The flow cache is per CPU: the configured flows spread over the
             # possible CPUs, two a set, rounded down to a power of two.

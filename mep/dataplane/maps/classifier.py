@@ -40,6 +40,7 @@ import ctypes as ct
 import dataclasses
 import itertools
 import mmap
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -57,7 +58,8 @@ ENABLED = 1  # consts.h MEP_ENABLED_VECTOR
 _serials = itertools.count(1)
 
 AddrEntry = tuple[int, int, int, int]  # (field, family, network, prefix length): IPv6
-Addr4Header = tuple[int, int, int, int]  # (intervals, first start, last end, shift) of a field's IPv4 index
+# (intervals, first start, last end, shift, first row in mep_addr4) of a field's IPv4 index
+Addr4Header = tuple[int, int, int, int, int]
 Addr4Entry = tuple[int, int, int]  # (lo, hi, class): one IPv4 interval
 # (filter bitmask, summaries): one mep_vectors value; the summaries are the key summary, then one per
 # key pair slot (missing ones are 0)
@@ -68,6 +70,7 @@ Block = bytes  # BLOCK_WORDS little-endian words: of a vector (word 0 = filters 
 Encoded = tuple[Block, ...]
 _BLOCK_BYTES = 8 * BLOCK_WORDS
 _ZERO = bytes(_BLOCK_BYTES)
+_ROW = struct.Struct("<III")  # struct addr4_iv: lo, hi, class
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class Layout:
     flow_vector: int  # NO_VECTOR when there are no FLOW rules
     vectors: int
     pairs: tuple[tuple[int, int], ...] = ()  # key pair slot -> its two fields (tables.pairs)
-    addr4: tuple[Addr4Header, ...] = ((0, 0, 0, 0),) * len(ADDRESS_FIELDS)  # per address field
+    addr4: tuple[Addr4Header, ...] = ((0, 0, 0, 0, 0),) * len(ADDRESS_FIELDS)  # per address field
 
 
 @dataclass
@@ -184,6 +187,13 @@ class _Pool:
         return written
 
 
+def _mapped(table: Any) -> tuple[mmap.mmap, int]:
+    """A two-entry array map of one half a value, memory-mapped (BPF_F_MMAPABLE), and the offset of the second
+    half (an array map's elements are 8-byte aligned)."""
+    stride = -(-ct.sizeof(table.Leaf) // 8) * 8
+    return mmap.mmap(table.get_fd(), 2 * stride), stride
+
+
 def _addr_entries(tables: ClassifierTables, layout: Layout) -> dict[AddrEntry, int]:
     entries: dict[AddrEntry, int] = {}
     for f in ADDRESS_FIELDS:
@@ -196,12 +206,14 @@ def _addr_entries(tables: ClassifierTables, layout: Layout) -> dict[AddrEntry, i
     return entries
 
 
-def _addr4_entries(indexes: dict[Field, Ipv4Index], sizes: Sizes) -> tuple[dict[int, Addr4Entry], dict[int, int]]:
-    """A half's mep_addr4 and mep_addr4_first entries (index within the half -> value) for these fields."""
+def _addr4_entries(indexes: dict[Field, Ipv4Index], starts: dict[Field, int]) -> tuple[dict[int, Addr4Entry],
+                                                                                       dict[int, int]]:
+    """A half's mep_addr4 rows and mep_addr4_first entries (index within the half -> value) for these fields,
+    each field's intervals from its row in ``starts``."""
     entries: dict[int, Addr4Entry] = {}
     firsts: dict[int, int] = {}
     for f, index in indexes.items():
-        row, first = f * sizes.addr4, f * (ADDR4_BUCKETS + 1)
+        row, first = starts[f], f * (ADDR4_BUCKETS + 1)
         entries.update((row + i, e) for i, e in enumerate(zip(index.lo, index.hi, index.cls)))
         firsts.update((first + b, start) for b, start in enumerate(index.starts))
     return entries, firsts
@@ -228,21 +240,20 @@ class ClassifierMaps:
 
     def __init__(self, bpf: Any, sizes: Sizes, *, contents_known: bool) -> None:
         self._addr = bpf["mep_addr_class"]
-        self._addr4 = bpf["mep_addr4"]
+        self._addr4, self._addr4_stride = _mapped(bpf["mep_addr4"])
         self._addr4_first = bpf["mep_addr4_first"]
-        self._values = bpf["mep_value_class"]
+        self._values, self._values_stride = _mapped(bpf["mep_value_class"])
         self._vectors = bpf["mep_vectors"]
-        pools = bpf["mep_vec_blocks"]
-        self._pool_bytes = ct.sizeof(pools.Leaf)
-        self._pools = mmap.mmap(pools.get_fd(), 2 * self._pool_bytes)  # both halves' values, in key order
+        self._pools, self._pool_stride = _mapped(bpf["mep_vec_blocks"])
         self._filter_rule = bpf["mep_filter_rule"]
         self._sizes = sizes
         # None: what the half holds is unknown (adopted maps); rewrite it whole.
         self._halves: list[Optional[_Half]] = [_Half(), _Half()] if contents_known else [None, None]
 
     def close(self) -> None:
-        """Unmap the pools (the mapping holds the map, as a file descriptor does)."""
-        self._pools.close()
+        """Unmap the maps written through memory (a mapping holds its map, as a file descriptor does)."""
+        for mapped in (self._addr4, self._values, self._pools):
+            mapped.close()
 
     def prepare(self, tables: ClassifierTables) -> Prepared:
         """``tables`` laid out for the maps; CapacityError when they do not fit the loaded program's."""
@@ -252,10 +263,12 @@ class ClassifierMaps:
         blocks = len({block for encoded in vectors.values() for block in encoded}) + 2 * -(-tables.nwords // BLOCK_WORDS)
         addr = _addr_entries(tables, layout)
         addr4 = {f: ipv4_index(tables.fields[f]) for f in ADDRESS_FIELDS if layout.used_fields & (1 << f)}
-        headers = [(0, 0, 0, 0)] * len(ADDRESS_FIELDS)
+        headers = [(0, 0, 0, 0, 0)] * len(ADDRESS_FIELDS)
+        starts, rows = {}, 0
         for f, index in addr4.items():
+            starts[f], rows = rows, rows + len(index.lo)
             if index.lo:
-                headers[f] = (len(index.lo), index.lo[0], index.hi[-1], index.shift)
+                headers[f] = (len(index.lo), index.lo[0], index.hi[-1], index.shift, starts[f])
         layout = dataclasses.replace(layout, addr4=tuple(headers))
         problems = []
         for what, have, limit in (
@@ -263,14 +276,15 @@ class ClassifierMaps:
             ("classifier vectors", len(vectors), self._sizes.vectors),
             ("classifier vector blocks", blocks, self._sizes.blocks),
             ("IPv6 address prefixes", len(addr), self._sizes.prefixes // 2),
-            *((f"IPv4 address intervals of field {f.name}", len(addr4[f].lo), self._sizes.addr4) for f in addr4),
+            ("IPv4 address intervals (" + ", ".join(f"{len(addr4[f].lo)} of field {f.name}" for f in addr4) + ")",
+             rows, self._sizes.addr4),
         ):
             if have > limit:
                 problems.append(RuleProblem("*", "*", "dataplane.capacity",
                                             f"{have} {what} exceed the loaded program's {limit}"))
         if problems:
             raise CapacityError(problems)
-        entries, firsts = _addr4_entries(addr4, self._sizes)
+        entries, firsts = _addr4_entries(addr4, starts)
         return Prepared(tables, layout, vectors, addr, entries, firsts)
 
     def holds(self, half: int, prepared: Prepared) -> bool:
@@ -341,10 +355,10 @@ class ClassifierMaps:
                      old_first: Optional[dict[int, int]], new_first: dict[int, int]) -> None:
         """The half's IPv4 intervals and first levels that changed; entries past a field's count are never read
         (its header in mep_sets bounds the search), so stale ones stay."""
-        changed = sorted(i for i, e in new.items() if old is None or old.get(i) != e)
-        leaf = self._addr4.Leaf
-        self._batch(self._addr4, [half * len(ADDRESS_FIELDS) * self._sizes.addr4 + i for i in changed],
-                    [leaf(*new[i]) for i in changed])
+        base = half * self._addr4_stride
+        for i, entry in new.items():
+            if old is None or old.get(i) != entry:
+                _ROW.pack_into(self._addr4, base + i * _ROW.size, *entry)
         changed = sorted(i for i, start in new_first.items() if old_first is None or old_first.get(i) != start)
         leaf = self._addr4_first.Leaf
         self._batch(self._addr4_first, [half * len(ADDRESS_FIELDS) * (ADDR4_BUCKETS + 1) + i for i in changed],
@@ -359,14 +373,16 @@ class ClassifierMaps:
             changed = list(range(VALUE_SPACE))
         else:
             changed = sorted(i for i in old.keys() | new.keys() if old.get(i, 0) != new.get(i, 0))
-        base = half * VALUE_SPACE
-        leaf = self._values.Leaf
-        self._batch(self._values, [base + i for i in changed], [leaf(new.get(i, 0)) for i in changed])
+        classes = memoryview(self._values).cast("I")  # the two halves' u32 classes, in key order
+        base = half * (self._values_stride // 4)
+        for i in changed:
+            classes[base + i] = new.get(i, 0)
+        classes.release()
 
     def _write_vectors(self, half: int, blocks: dict[int, Block], vectors: dict[int, Encoded], pool: _Pool) -> None:
         """The new ``blocks`` first, then the ``vectors`` that name them (a vector of the same contents as before
         names the same blocks: ``_Pool`` keeps the index of a block both hold)."""
-        base = half * self._pool_bytes
+        base = half * self._pool_stride
         for i, block in blocks.items():
             self._pools[base + i * _BLOCK_BYTES:base + (i + 1) * _BLOCK_BYTES] = block
         zero = pool.ids.get(_ZERO, 0)  # the blocks past the rule set's words: never read

@@ -177,8 +177,9 @@ class RulesetMaps:
         cfg.npairs = len(layout.pairs)
         for p, (a, b) in enumerate(layout.pairs):
             cfg.pair_a[p], cfg.pair_b[p] = a, b
-        for f, (n, lo, hi, shift) in enumerate(layout.addr4):
+        for f, (n, lo, hi, shift, start) in enumerate(layout.addr4):
             cfg.addr4_n[f], cfg.addr4_lo[f], cfg.addr4_hi[f], cfg.addr4_shift[f] = n, lo, hi, shift
+            cfg.addr4_start[f] = start
         cfg.default_drop = int(rs.default_verdict.name == "DROP")
         cfg.flow_state = int(flow_state)
         self._sets[ct.c_uint32(half)] = cfg
