@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_doctor, [verbose, conf],
             "examples:\n  mep doctor\n  mep doctor -c /etc/mep/mep.yaml   (checks its store too)\n"
             "  mep doctor -v                      (and the running data plane: XDP mode per port, capacity,\n"
-            "                                      pinned maps, packets per reason)\n"
+            "                                      map memory, pinned maps, packets per reason)\n"
             "  mep doctor --ebpf > mep.c          (the exact C and cflags the XDP engine compiles)\n\n"
             "exit status: 0 if every check is OK or n/a, 1 otherwise; needs root for the BPF checks")
     p.add_argument("--ebpf", action="store_true", help="print the XDP program's C text and cflags, run no check")

@@ -99,10 +99,10 @@ class EngineName(StrEnum):
 class Capacity(_Section):
     """Sizes the data plane is built for; a rule set that does not fit is refused."""
 
-    # Defaults size the XDP maps at about 25 MiB; 10,000 rules need filters
-    # 16384 and about 100 MiB (docs/classifier.md: memory grows with classes x
-    # filters). The classifier scan is verified once per 64 filters: 32768
-    # filters verify in about 590k of the kernel's 1M-instruction budget.
+    # Defaults size the XDP classifier's tables at about 8 MiB; 10,000 rules
+    # need filters 16384 and 15.8 MiB (docs/classifier.md, Memory). The
+    # classifier's scans are verified once per 64 filters: 32768 filters
+    # verify in about 240k of the kernel's 1M-instruction budget.
     rules: int = Field(default=4_096, ge=1, le=65_536)
     filters: int = Field(default=8_192, ge=1, le=32_768)
     flows: int = Field(default=65_536, ge=1024, le=4_194_304)

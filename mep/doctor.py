@@ -288,7 +288,7 @@ def run_checks(config: Config) -> Iterator[Check]:
 
 
 def dataplane_report(config: Config) -> list[str]:
-    """The running data plane in detail: XDP mode per port, capacity, pins, reason counters."""
+    """The running data plane in detail: XDP mode per port, capacity, map memory, pins, reason counters."""
     client = AdminClient(config.admin_socket, timeout=2.0)
     try:
         engine = client.get("/status").get("engine", {})
@@ -301,6 +301,8 @@ def dataplane_report(config: Config) -> list[str]:
         lines.append(f"  xdp {port:<10} {mode}")
     if engine.get("capacity"):
         lines.append("  capacity " + ", ".join(f"{k} {v}" for k, v in engine["capacity"].items()))
+    if engine.get("map_mib"):
+        lines.append("  map memory (MiB) " + ", ".join(f"{k} {v}" for k, v in engine["map_mib"].items()))
     if engine.get("pin_dir"):
         lines.append(f"  maps pinned under {engine['pin_dir']}")
     for reason, (packets, nbytes) in sorted((stats.get("reasons") or {}).items()):

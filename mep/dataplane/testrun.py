@@ -9,7 +9,8 @@ Shared by the tests, bench/, ``mep explain`` and ``mep doctor``. Three parts:
   offset against /usr/include/bpf/bpf.h.
 - ``map_shape(map_fd)``: a map's key size, value size and entries as the
   kernel holds them (libbpf ``bpf_obj_get_info_by_fd``); the XDP loader
-  checks the maps it adopts with it.
+  checks the maps it adopts with it. ``map_memlock(map_fd)``: the bytes the
+  kernel charges for the map (its fdinfo), what ``mep doctor -v`` reports.
 - ``libbpf()``: the ctypes handle on libbpf.so.1 with the signatures this
   module and xsk.py call.
 - ``ProbeProgram``: a small XDP program loaded with bcc, for machine checks
@@ -168,6 +169,16 @@ def map_shape(map_fd: int) -> MapShape:
         err = ctypes.get_errno()
         raise DataplaneError(f"bpf_obj_get_info_by_fd on map fd {map_fd} failed: {os.strerror(err)}")
     return MapShape(info.key_size, info.value_size, info.max_entries)
+
+
+def map_memlock(map_fd: int) -> int:
+    """Bytes the kernel charges for the map behind ``map_fd`` (``memlock`` in /proc/self/fdinfo; every CPU's
+    copy for a per-CPU map)."""
+    with open(f"/proc/self/fdinfo/{map_fd}") as info:
+        for line in info:
+            if line.startswith("memlock:"):
+                return int(line.split()[1])
+    raise DataplaneError(f"fd {map_fd} has no memlock line in /proc/self/fdinfo: not a BPF map")
 
 
 def prog_test_run(

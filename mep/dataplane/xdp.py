@@ -50,7 +50,7 @@ from .ruleset import PORT_STACK, CompiledDnsRule, CompiledFilter, CompiledRule, 
 from .tables import enabled_filters, tables_of
 from ..dns.table import AnswerTable
 from .testrun import (XDP_DROP, XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, XDP_PASS, XDP_REDIRECT, XDP_TX, MapShape,
-                      map_shape, prog_test_run)
+                      map_memlock, map_shape, prog_test_run)
 from . import links
 
 __all__ = ["XdpEngine", "program_text", "EBPF_DIR", "MIRROR_IFNAMES"]
@@ -71,6 +71,12 @@ MEP_PROG_DNS = 0
 MEP_PROG_CLASSIFY = 1
 MEP_PROG_XDP = 2
 MEP_PROG_CLASSIFY_REV = 3
+
+
+def declared_maps() -> list[str]:
+    """Every map ebpf/maps.h declares, in its order (the benchmark builds' own left out)."""
+    names = re.findall(r"^BPF_\w+\([^;]*?\b(mep_\w+)", (EBPF_DIR / "maps.h").read_text(), re.M)
+    return [n for n in names if "bench" not in n]
 
 
 def program_text() -> str:
@@ -516,10 +522,18 @@ class XdpEngine(Engine):
             "fib_forward": self._config.dataplane.fib_forward,
             "pin_dir": str(self._pin_dir),
             "capacity": {"rules": self._sizes.rules, "filters": self._sizes.filters,
-                         "vectors": self._sizes.vectors, "flows": self._sizes.flows,
-                         "flow_cache_sets_per_cpu": self._sizes.flow_cache_sets},
+                         "vectors": self._sizes.vectors, "vector_blocks": self._sizes.blocks,
+                         "flows": self._sizes.flows, "flow_cache_sets_per_cpu": self._sizes.flow_cache_sets},
+            "map_mib": self.map_mib(),
             "cflags": list(self._cflags),
         }
+
+    def map_mib(self) -> dict[str, float]:
+        """MiB the kernel charges for the maps (memlock): the classifier's tables, the flow caches, all."""
+        charged = {name: map_memlock(self._bpf[name.encode()].map_fd) for name in declared_maps()}
+        parts = {"classifier": sum(charged[n] for n in ClassifierMaps.MAPS),
+                 "flow_cache": charged["mep_flow_cache"] + charged["mep_flow_cache4"], "all": sum(charged.values())}
+        return {part: round(size / 2**20, 2) for part, size in parts.items()}
 
     # -- test-run ---------------------------------------------------------------------------
     def _run(self, frame: bytes, ifindex: int) -> tuple[int, bytes, bytes]:

@@ -304,6 +304,10 @@ def test_describe_reports_mode_capacity_and_cflags(xdp_engine) -> None:  # type:
     sets = d["capacity"]["flow_cache_sets_per_cpu"]
     assert sets >= 512 and sets & (sets - 1) == 0
     assert any(f.startswith("-DMEP_MAX_FILTERS=") for f in d["cflags"])
+    # 1,024 filters: 2,560 vectors and 8,192 blocks of 64 bytes a half, two halves
+    assert d["capacity"]["vector_blocks"] == 8192
+    mib = d["map_mib"]
+    assert 2 * 8192 * 64 / 2**20 < mib["classifier"] < mib["all"] and 0 < mib["flow_cache"] < mib["all"]
 
 
 def test_more_flows_than_cache_ways_still_classify_exactly(xdp_engine) -> None:  # type: ignore[no-untyped-def]
@@ -434,13 +438,10 @@ def test_the_program_verifies_at_the_largest_capacity_the_config_accepts() -> No
 def test_every_map_s_python_mirror_is_the_size_the_kernel_made(xdp_engine) -> None:  # type: ignore[no-untyped-def]
     """The owners in maps/ write bcc's ctypes mirrors of the C types: one of another size would write
     past its buffer (bcc mirrors a[3][2] as a[3]; abi.h keeps arrays flat)."""
-    import re
-
     from mep.dataplane.testrun import map_shape
-    from mep.dataplane.xdp import EBPF_DIR
+    from mep.dataplane.xdp import declared_maps
 
-    declared = re.findall(r"^BPF_\w+\([^;]*?\b(mep_\w+)", (EBPF_DIR / "maps.h").read_text(), re.M)
-    names = [n for n in declared if "bench" not in n]  # benchmark builds only
+    names = declared_maps()
     assert len(names) > 15
     for name in names:
         table = xdp_engine._bpf[name.encode()]

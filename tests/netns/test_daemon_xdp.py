@@ -68,6 +68,12 @@ def test_store_changes_steer_real_packets(topo: Topology, tmp_path: Path) -> Non
             table = out.stdout.split("PASS FRAMES (FIB)")[1].split("\n\n")[0].splitlines()[1:]
             fib = {name: int(packets) for name, packets, _ in map(str.split, table)}
             assert fib["FORWARDED"] > 0 and set(fib) == {"FORWARDED"}, out.stdout
+            # mep doctor -v's report of the running data plane: map memory, the classifier's tables first
+            from mep.doctor import dataplane_report
+
+            report = await asyncio.to_thread(dataplane_report, config)
+            memory = next(line for line in report if line.startswith("  map memory (MiB) classifier "))
+            assert float(memory.split()[4].rstrip(",")) > 0, report
             await store.put_traffic_rule("cache", TrafficRule.model_validate({**STEER_HTTP, "state": "INACTIVE"}))
             await settle(daemon)
             assert await asyncio.to_thread(ask, topo) == "dn:q"

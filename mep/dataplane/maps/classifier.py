@@ -238,6 +238,9 @@ def _value_entries(tables: ClassifierTables, layout: Layout) -> dict[int, int]:
 class ClassifierMaps:
     """The classifier maps of one loaded program."""
 
+    MAPS = ("mep_addr4", "mep_addr4_first", "mep_addr_class", "mep_value_class", "mep_vectors", "mep_vec_blocks",
+            "mep_filter_rule")
+
     def __init__(self, bpf: Any, sizes: Sizes, *, contents_known: bool) -> None:
         self._addr = bpf["mep_addr_class"]
         self._addr4, self._addr4_stride = _mapped(bpf["mep_addr4"])
