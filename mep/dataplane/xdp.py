@@ -238,6 +238,7 @@ class XdpEngine(Engine):
             self._progs_pin = progs_pin(self._pin_dir, load_id)
             self._cflags = cflags(self._sizes, self._pin_dir, load_id=load_id) + list(extra_cflags)
             self._bpf = self._load(adopted)
+            self._open = True
             self._classifier = ClassifierMaps(self._bpf, self._sizes, contents_known=not adopted)
             self._rules = RulesetMaps(self._bpf, self._sizes, contents_known=not adopted)
             self._generation = 0
@@ -524,7 +525,7 @@ class XdpEngine(Engine):
             "capacity": {"rules": self._sizes.rules, "filters": self._sizes.filters,
                          "vectors": self._sizes.vectors, "vector_blocks": self._sizes.blocks,
                          "flows": self._sizes.flows, "flow_cache_sets_per_cpu": self._sizes.flow_cache_sets},
-            "map_mib": self.map_mib(),
+            "map_mib": self.map_mib() if self._open else {},  # a closed engine's maps are not its to read
             "cflags": list(self._cflags),
         }
 
@@ -593,6 +594,7 @@ class XdpEngine(Engine):
     # -- teardown -------------------------------------------------------------------------------
     def close(self) -> None:
         """Leave the program attached and the maps pinned (hitless restart); release fds."""
+        self._open = False
         self._grace.close()
         self._classifier.close()
         self._bpf.cleanup()

@@ -386,7 +386,9 @@ def test_maps_pinned_with_another_capacity_are_refused_with_the_fix() -> None:  
     netns_name = make_ports_netns(f"mep-test-pins-{os.getpid()}")
     pin_root = Path("/sys/fs/bpf") / f"mep-test-pins-{os.getpid()}"
     try:
-        XdpEngine(config(1024), netns=netns_name).close()  # leaves its maps pinned and its program attached
+        first = XdpEngine(config(1024), netns=netns_name)
+        first.close()  # leaves its maps pinned and its program attached
+        assert first.describe()["map_mib"] == {} and first.describe()["capacity"]["filters"] == 1024  # no maps to read
         pinned = sorted(p.name for p in (pin_root / "pinned").iterdir())
         with pytest.raises(LoadError) as err:
             XdpEngine(config(2048), netns=netns_name)

@@ -55,7 +55,7 @@ struct field_values {
 	__u8 addr_family[4];            /* 0: absent */
 	__u32 value[MEP_NFIELDS];       /* value fields: index into the field's range, domain = absent */
 	/* scan results, kept in map memory so that the verifier forgets which
-	 * word each came from (see classify_tables) */
+	 * word each came from (see classify_scan) */
 	__u32 fwd_bit;
 	__u32 rev_bit;
 	__u32 fwd_slot;
@@ -218,7 +218,7 @@ static __always_inline const __u64 *block(const struct vec_pool *pool, mep_block
 
 /* Word w of vector v, given col = &pool->w[w % MEP_BLOCK_WORDS] (the
  * word's column in every block): one load more than a dense vector's (its
- * block's index), for a tenth of the memory (docs/classifier.md). */
+ * block's index), for a seventh of the memory (docs/classifier.md). */
 static __always_inline __u64 vec_word(const __u64 *col, const struct vec *v, __u64 w)
 {
 	return col[(__u64)(v->blk[w / MEP_BLOCK_WORDS] & (MEP_MAX_BLOCKS - 1)) * MEP_BLOCK_WORDS];
@@ -228,9 +228,9 @@ static __always_inline __u64 vec_word(const __u64 *col, const struct vec *v, __u
 #define MEP_NO_FILTER 0xffffffffu
 
 /* One AND-scan: *bit (map memory, preset to MEP_NO_FILTER) becomes the first
- * filter that matches. `only` restricts the scan to its filters: forward, the enabled ones (the tables may hold the
- * filters of dormant rules, maps/classifier.py); reverse, the enabled FLOW
- * rules' ones.
+ * filter that matches. `only` restricts the scan to its filters: forward,
+ * the enabled ones (the tables may hold the filters of dormant rules,
+ * maps/classifier.py); reverse, the enabled FLOW rules' ones.
  * Fields no filter uses are not looked up: they AND the half's all-ones
  * vector, looked up once (whose key summary names the words of the filters
  * that constrain no field). Every pointer in v[] is non-NULL, so the
