@@ -37,9 +37,12 @@ struct vec {
 /* mep_vec_blocks: a half's pool, MEP_MAX_BLOCKS blocks of MEP_BLOCK_WORDS
  * words (a cache line each); one map value, so that a word is a load at an
  * offset from the pointer the scan looked up once (a lookup per word was a
- * helper call per field, and the scan's registers spilled past the stack). */
+ * helper call per field, and the scan's registers spilled past the stack).
+ * Declared as bytes, read as __u64 w[]: bcc's compile time grows with the
+ * elements of a wider array (a __u32 cls[266,889] took 13 s, the bytes of
+ * the same size 0.35 s). */
 struct vec_pool {
-	__u64 w[MEP_MAX_BLOCKS * MEP_BLOCK_WORDS];
+	__u8 bytes[MEP_MAX_BLOCKS * MEP_BLOCK_WORDS * 8];
 };
 
 /* mep_sets: one per half of the double buffer. */
@@ -79,13 +82,14 @@ struct addr4_iv {
  * mep_vec_blocks, memory-mapped by the writer: an array map rounds each
  * element up to 8 bytes, twice a u32's size. */
 struct addr4_rows {
-	struct addr4_iv iv[MEP_MAX_ADDR4];
+	__u8 bytes[MEP_MAX_ADDR4 * 12];  /* struct addr4_iv iv[] (see vec_pool; bcc cannot describe a sizeof here) */
 };
+_Static_assert(sizeof(struct addr4_iv) == 12, "mep_addr4 rows are 12 bytes");
 
 /* mep_value_class: a half's value classes, at each value field's base
  * (ports, protocol, VLAN, DSCP, TC, QFI); 0 unless written. */
 struct value_classes {
-	__u32 cls[MEP_VALUE_SPACE];
+	__u8 bytes[MEP_VALUE_SPACE * 4];  /* __u32 cls[] (see vec_pool) */
 };
 
 /* mep_state[0]: which half is in force. One aligned word: a reader sees the

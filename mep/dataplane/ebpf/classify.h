@@ -119,7 +119,7 @@ static __always_inline const struct addr4_iv *addr4_at(const struct addr4_rows *
 
 	if (at >= MEP_MAX_ADDR4)
 		return 0;
-	return &rows->iv[at];
+	return (const struct addr4_iv *)rows->bytes + at;
 }
 
 /* The class of IPv4 address v (host order) in address field `field`: the
@@ -199,7 +199,7 @@ static __always_inline __u32 value_class(const struct value_classes *values, int
 {
 	__u32 idx = value_base(field) + value;
 
-	return idx < MEP_VALUE_SPACE ? values->cls[idx] : 0;
+	return idx < MEP_VALUE_SPACE ? ((const __u32 *)values->bytes)[idx] : 0;
 }
 
 static __always_inline struct vec *vector_at(__u32 half, __u32 index)
@@ -213,10 +213,10 @@ static __always_inline struct vec *vector_at(__u32 half, __u32 index)
  * bounds the offset without a branch per field and word. */
 static __always_inline const __u64 *block(const struct vec_pool *pool, mep_block_t index)
 {
-	return &pool->w[(__u64)(index & (MEP_MAX_BLOCKS - 1)) * MEP_BLOCK_WORDS];
+	return (const __u64 *)pool->bytes + (__u64)(index & (MEP_MAX_BLOCKS - 1)) * MEP_BLOCK_WORDS;
 }
 
-/* Word w of vector v, given col = &pool->w[w % MEP_BLOCK_WORDS] (the
+/* Word w of vector v, given col = word w % MEP_BLOCK_WORDS of block 0 (the
  * word's column in every block): one load more than a dense vector's (its
  * block's index), for a seventh of the memory (docs/classifier.md). */
 static __always_inline __u64 vec_word(const __u64 *col, const struct vec *v, __u64 w)
@@ -326,7 +326,7 @@ static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const st
 			w = fv->word;
 			if (w >= nwords || w >= MEP_FILTER_WORDS)
 				break;
-			col = &pool->w[w % MEP_BLOCK_WORDS];
+			col = (const __u64 *)pool->bytes + w % MEP_BLOCK_WORDS;
 			/* every field, then the filters in force: the fields no filter
 			 * uses all name the all-ones vector's blocks, one cache line.
 			 * (With dense vectors the six fields most filters set went first
