@@ -90,8 +90,8 @@ class Sizes:
             vectors=capacity.filters + capacity.filters // 2 + 1024,
             # A class vector shares all but a block or two with its field's
             # other classes, and most summaries repeat: the notes' 10,000-rule
-            # mix holds 34,621 distinct blocks for its 19,089 classes (1.8 a
-            # class); two a vector, rounded up to a power of two (the program
+            # mix holds 34,623 distinct blocks for its 19,091 vectors (1.8 a
+            # vector); two a vector, rounded up to a power of two (the program
             # masks a block's index).
             blocks=1 << (2 * (capacity.filters + capacity.filters // 2 + 1024) - 1).bit_length(),
             prefixes=2 * (4 * capacity.filters + 1024),

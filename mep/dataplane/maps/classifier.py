@@ -21,7 +21,7 @@ Blocks: mep_vectors holds, per vector, the indexes of its blocks in the
 half's pool (mep_vec_blocks, BLOCK_WORDS words a block) and of its
 summaries' (a block each). A half holds each distinct block once
 (``_Pool``): a class vector is its field's open filters but for a block or
-two, and most summaries repeat, so the notes' 10,000-rule mix needs 34,621
+two, and most summaries repeat, so the notes' 10,000-rule mix needs 34,623
 blocks (2.1 MiB) where its dense vectors took 29 MiB a half. The pools are
 one map value a half, written through a shared memory mapping of the map
 (BPF_F_MMAPABLE), a block at a time. A block is rewritten only while no
@@ -262,8 +262,11 @@ class ClassifierMaps:
         """``tables`` laid out for the maps; CapacityError when they do not fit the loaded program's."""
         layout, logical = _layout(tables, self._sizes)
         vectors = {i: _encode(v, tables.nwords) for i, v in logical.items()}
-        # the two vectors write() replaces (ENABLED, FLOW) may name new blocks of filters (not of summaries)
-        blocks = len({block for encoded in vectors.values() for block in encoded}) + 2 * -(-tables.nwords // BLOCK_WORDS)
+        # The two vectors write() replaces (ENABLED, FLOW) name blocks of filters of their own (their summaries
+        # are the zero block); replaced one at a time, a vector's new blocks are placed before its old ones are
+        # freed: three vectors' worth at most
+        blocks = (len({block for encoded in vectors.values() for block in encoded})
+                  + 3 * -(-tables.nwords // BLOCK_WORDS))
         addr = _addr_entries(tables, layout)
         addr4 = {f: ipv4_index(tables.fields[f]) for f in ADDRESS_FIELDS if layout.used_fields & (1 << f)}
         headers = [(0, 0, 0, 0, 0)] * len(ADDRESS_FIELDS)
