@@ -84,18 +84,18 @@ class Sizes:
         # Classes of all thirteen fields together: 1.54 per filter for the
         # notes' 10,000-rule mix (19,940 for 12,991 filters); 1.5 per filter
         # plus a margin, and a rule set that needs more is refused (CapacityError).
+        vectors = capacity.filters + capacity.filters // 2 + 1024
         return cls(
             rules=capacity.rules,
             filters=capacity.filters,
-            vectors=capacity.filters + capacity.filters // 2 + 1024,
+            vectors=vectors,
             # A class vector shares all but a block or two with its field's
             # other classes, and most summaries repeat: the notes' 10,000-rule
             # mix holds 34,623 distinct blocks for its 19,091 vectors (1.8 a
             # vector); two a vector, rounded up to a power of two (the program
             # masks a block's index).
-            blocks=1 << (2 * (capacity.filters + capacity.filters // 2 + 1024) - 1).bit_length(),
+            blocks=1 << (2 * vectors - 1).bit_length(),
             prefixes=2 * (4 * capacity.filters + 1024),
-            # two interval ends a filter address, and a margin
             # two interval ends a filter address on two address fields,
             # and a margin (the four fields share them)
             addr4=2 * (2 * capacity.filters + 1024),
