@@ -49,11 +49,8 @@ static __always_inline __u32 ctz64(__u64 x)
 	return (v * 0x0101010101010101ULL) >> 56;
 }
 
-/* What the packet presents to each field (docs/semantics.md section 4). */
+/* Per-CPU working memory of a miss (in the scratch map). */
 struct field_values {
-	union mep_addr addr[4];         /* SRC, DST, TUN_SRC, TUN_DST (copies: this lives in a map) */
-	__u8 addr_family[4];            /* 0: absent */
-	__u32 value[MEP_NFIELDS];       /* value fields: index into the field's range, domain = absent */
 	/* scan results, kept in map memory so that the verifier forgets which
 	 * word each came from (see classify_scan) */
 	__u32 fwd_bit;
@@ -64,35 +61,54 @@ struct field_values {
 	__u8 rev;
 	__u8 pad[2];
 	__u64 candidates[MEP_SUMMARY_WORDS]; /* scan(): the words its key and pair summaries name */
-	__u32 vidx[MEP_NFIELDS];        /* scan(): each field's vector, for the pair summaries */
+	mep_block_t pair_sum[MEP_NFIELDS * MEP_KEY_PAIRS]; /* scan(): each field's class's pair summaries (flat: bcc
+							    * mirrors a[13][5] as a[13]) */
 	__u64 word;                     /* scan(): the word it ANDs */
 	struct addr_class_key class_key; /* addr_class()'s LPM key: one per unrolled field on the stack overflowed it */
 };
 
-/* Fills every member of *fv. */
-static __always_inline void packet_values(const struct pkt *p, int reverse, struct field_values *fv)
+/* What the packet presents to address field `field` read in direction
+ * `reverse` (docs/semantics.md section 4): its address, and its family in
+ * *family (0: absent). Both arguments are constants where it is inlined, so
+ * each field reads the parsed packet directly (a copy of every field's value
+ * into map memory cost ~5 ns a miss). */
+static __always_inline const union mep_addr *field_addr(const struct pkt *p, const int field, const int reverse,
+							__u8 *family)
 {
 	const struct ip_info *u = &p->user, *o = &p->outer;
-	__u32 no_ports_s = MEP_VDOM_SPORT, no_ports_d = MEP_VDOM_DPORT;
 
-	fv->addr[MEP_F_SRC] = reverse ? u->dst : u->src;
-	fv->addr[MEP_F_DST] = reverse ? u->src : u->dst;
-	fv->addr_family[MEP_F_SRC] = u->family;
-	fv->addr_family[MEP_F_DST] = u->family;
-	fv->addr[MEP_F_TUN_SRC] = reverse ? o->dst : o->src;
-	fv->addr[MEP_F_TUN_DST] = reverse ? o->src : o->dst;
-	fv->addr_family[MEP_F_TUN_SRC] = p->tunnel ? o->family : 0;
-	fv->addr_family[MEP_F_TUN_DST] = p->tunnel ? o->family : 0;
+	switch (field) {
+	case MEP_F_SRC:
+		*family = u->family;
+		return reverse ? &u->dst : &u->src;
+	case MEP_F_DST:
+		*family = u->family;
+		return reverse ? &u->src : &u->dst;
+	case MEP_F_TUN_SRC:
+		*family = p->tunnel ? o->family : 0;
+		return reverse ? &o->dst : &o->src;
+	}
+	*family = p->tunnel ? o->family : 0;
+	return reverse ? &o->src : &o->dst;
+}
 
-	fv->value[MEP_F_SPORT] = u->has_ports ? (reverse ? u->dport : u->sport) : no_ports_s;
-	fv->value[MEP_F_DPORT] = u->has_ports ? (reverse ? u->sport : u->dport) : no_ports_d;
-	fv->value[MEP_F_TUN_SPORT] = p->tunnel ? (reverse ? o->dport : o->sport) : MEP_VDOM_TUN_SPORT;
-	fv->value[MEP_F_TUN_DPORT] = p->tunnel ? (reverse ? o->sport : o->dport) : MEP_VDOM_TUN_DPORT;
-	fv->value[MEP_F_PROTO] = u->proto;
-	fv->value[MEP_F_VLAN] = p->has_vlan ? (p->vlan_tci & 0x0fff) : MEP_VDOM_VLAN;
-	fv->value[MEP_F_DSCP] = u->family == 4 ? u->dscp : MEP_VDOM_DSCP;
-	fv->value[MEP_F_TC] = u->family == 6 ? u->tc : MEP_VDOM_TC;
-	fv->value[MEP_F_QFI] = p->has_qfi ? p->qfi : MEP_VDOM_QFI;
+/* What the packet presents to value field `field` in direction `reverse`:
+ * an index into the field's range, its domain size when absent. */
+static __always_inline __u32 field_value(const struct pkt *p, const int field, const int reverse)
+{
+	const struct ip_info *u = &p->user, *o = &p->outer;
+
+	switch (field) {
+	case MEP_F_SPORT:     return u->has_ports ? (reverse ? u->dport : u->sport) : MEP_VDOM_SPORT;
+	case MEP_F_DPORT:     return u->has_ports ? (reverse ? u->sport : u->dport) : MEP_VDOM_DPORT;
+	case MEP_F_TUN_SPORT: return p->tunnel ? (reverse ? o->dport : o->sport) : MEP_VDOM_TUN_SPORT;
+	case MEP_F_TUN_DPORT: return p->tunnel ? (reverse ? o->sport : o->dport) : MEP_VDOM_TUN_DPORT;
+	case MEP_F_PROTO:     return u->proto;
+	case MEP_F_VLAN:      return p->has_vlan ? (p->vlan_tci & 0x0fff) : MEP_VDOM_VLAN;
+	case MEP_F_DSCP:      return u->family == 4 ? u->dscp : MEP_VDOM_DSCP;
+	case MEP_F_TC:        return u->family == 6 ? u->tc : MEP_VDOM_TC;
+	}
+	return p->has_qfi ? p->qfi : MEP_VDOM_QFI;
 }
 
 /* Start of each value field's range in a half's value classes (-D from tables.py). */
@@ -176,21 +192,23 @@ static __always_inline __u32 addr4_class(__u32 half, const struct set_cfg *cfg, 
  * absent or nothing matches. IPv4 through addr4_class(), IPv6 through the
  * LPM trie. */
 static __always_inline __u32 addr_class(__u32 half, const struct set_cfg *cfg, const struct addr4_rows *rows,
-					__u32 field, struct field_values *fv)
+					const struct pkt *p, const int field, const int reverse, struct field_values *fv)
 {
 	struct addr_class_key *key = &fv->class_key;
+	__u8 family;
+	const union mep_addr *a = field_addr(p, field, reverse, &family);
 	__u32 *cls;
 
-	if (!fv->addr_family[field])
+	if (!family)
 		return 0;
-	if (fv->addr_family[field] == 4)
-		return addr4_class(half, cfg, rows, field, bpf_ntohl(fv->addr[field].w[0]));
-	key->family = fv->addr_family[field];
-	key->prefixlen = 24 + (key->family == 4 ? 32 : 128);
+	if (family == 4)
+		return addr4_class(half, cfg, rows, field, bpf_ntohl(a->w[0]));
+	key->family = family;
+	key->prefixlen = 24 + 128;
 	key->half = half;
 	key->field = field;
 	key->pad = 0;
-	__builtin_memcpy(key->addr, fv->addr[field].b, 16);
+	__builtin_memcpy(key->addr, a->b, 16);
 	cls = mep_addr_class.lookup(key);
 	return cls ? *cls : 0;
 }
@@ -227,6 +245,27 @@ static __always_inline __u64 vec_word(const __u64 *col, const struct vec *v, __u
 /* Filters are numbered below MEP_MAX_FILTERS: a scan that found none leaves this. */
 #define MEP_NO_FILTER 0xffffffffu
 
+/* fv->candidates |= a & b, summary word by word: the first always, the rest
+ * only when the vectors in use are `wide`, over 64 words (4,096 filters).
+ * A rule set under that then ORs one word where the program's capacity
+ * has several (five at 20,480 filters: ~15 ns a classification at 1,000
+ * rules); a branch per word cost more than it saved at 10,000 rules. The
+ * bound is read from map memory each time: a compare on a register the scan
+ * keeps split the verifier's walk of the scan in two (77k -> 137k
+ * instructions at 8,192 filters). */
+static __always_inline void add_candidates(const struct set_cfg *cfg, struct field_values *fv, const __u64 *a,
+					   const __u64 *b)
+{
+	int k;
+
+	fv->candidates[0] |= a[0] & b[0];
+	if (*(volatile __u32 *)&cfg->nwords <= 64)
+		return;
+#pragma unroll
+	for (k = 1; k < MEP_SUMMARY_WORDS; k++)
+		fv->candidates[k] |= a[k] & b[k];
+}
+
 /* One AND-scan: *bit (map memory, preset to MEP_NO_FILTER) becomes the first
  * filter that matches. `only` restricts the scan to its filters: forward,
  * the enabled ones (the tables may hold the filters of dormant rules,
@@ -238,13 +277,14 @@ static __always_inline __u64 vec_word(const __u64 *col, const struct vec *v, __u
  * field gave it 2^13 paths). */
 static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const struct vec_pool *pool,
 				const struct value_classes *values, const struct addr4_rows *rows,
-				struct field_values *fv, const struct vec *only, __u32 *bit)
+				const struct pkt *p, const int reverse, struct field_values *fv, const struct vec *only,
+				__u32 *bit)
 {
 	struct vec *v[MEP_NFIELDS], *ones = vector_at(half, MEP_ALL_ONES_VECTOR);
 	__u32 used = cfg->used_fields, keyed = cfg->keyed_fields;
 	__u64 nwords = cfg->nwords, k, j;
 	const __u64 *sa, *sb;
-	int f, p;
+	int f, pair;
 
 	if (!ones)
 		return;
@@ -255,45 +295,41 @@ static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const st
 	sa = block(pool, ones->sum[0]);
 #pragma unroll
 	for (k = 0; k < MEP_SUMMARY_WORDS; k++)
-		fv->candidates[k] = sa[k];
+		fv->candidates[k] = 0;
+	add_candidates(cfg, fv, sa, sa);
 #pragma unroll
 	for (f = 0; f < MEP_NFIELDS; f++) {
 		v[f] = ones;
 		if (used & (1u << f)) {
-			__u32 cls = f < 4 ? addr_class(half, cfg, rows, f, fv) : value_class(values, f, fv->value[f]);
+			__u32 cls = f < 4 ? addr_class(half, cfg, rows, p, f, reverse, fv)
+					  : value_class(values, f, field_value(p, f, reverse));
 
-			fv->vidx[f] = cfg->vector_base[f] + cls;
-			v[f] = vector_at(half, fv->vidx[f]);
+			v[f] = vector_at(half, cfg->vector_base[f] + cls);
 			if (!v[f])
 				return;
+#pragma unroll
+			for (pair = 0; pair < MEP_KEY_PAIRS; pair++)
+				fv->pair_sum[f * MEP_KEY_PAIRS + pair] = v[f]->sum[1 + pair];
 			if (keyed & (1u << f)) {
 				sa = block(pool, v[f]->sum[0]);
-#pragma unroll
-				for (k = 0; k < MEP_SUMMARY_WORDS; k++)
-					fv->candidates[k] |= sa[k];
+				add_candidates(cfg, fv, sa, sa);
 			}
 		}
 	}
-	/* Key pairs: their fields' vectors looked up again by index (v[] is on
-	 * the stack, where the verifier follows no variable index). */
+	/* Key pairs: their fields' pair summaries, copied to map memory above
+	 * (v[] is on the stack, where the verifier follows no variable index;
+	 * looking the two vectors up again took twice the instructions). */
 #pragma unroll
-	for (p = 0; p < MEP_KEY_PAIRS; p++) {
-		__u32 a = cfg->pair_a[p], b = cfg->pair_b[p];
-		struct vec *va, *vb;
+	for (pair = 0; pair < MEP_KEY_PAIRS; pair++) {
+		__u32 a = cfg->pair_a[pair], b = cfg->pair_b[pair];
 
-		if (p >= cfg->npairs)
+		if (pair >= cfg->npairs)
 			break;
 		if (a >= MEP_NFIELDS || b >= MEP_NFIELDS)
 			return;
-		va = vector_at(half, fv->vidx[a]);
-		vb = vector_at(half, fv->vidx[b]);
-		if (!va || !vb)
-			return;
-		sa = block(pool, va->sum[1 + p]);
-		sb = block(pool, vb->sum[1 + p]);
-#pragma unroll
-		for (k = 0; k < MEP_SUMMARY_WORDS; k++)
-			fv->candidates[k] |= sa[k] & sb[k];
+		sa = block(pool, fv->pair_sum[a * MEP_KEY_PAIRS + pair]);
+		sb = block(pool, fv->pair_sum[b * MEP_KEY_PAIRS + pair]);
+		add_candidates(cfg, fv, sa, sb);
 	}
 	/* Indexes are 64-bit: as __u32 each was zero-extended (shift left,
 	 * shift right) twice a word, and the scan to the bottom at 10,000 rules
@@ -383,8 +419,7 @@ static __always_inline void classify_scan(__u32 half, const struct set_cfg *cfg,
 		only = vector_at(half, cfg->enabled ? MEP_ENABLED_VECTOR : 0);
 	if (!pool || !values || !rows || !only)
 		return;
-	packet_values(p, dir, fv);
-	scan(half, cfg, pool, values, rows, fv, only, bit);
+	scan(half, cfg, pool, values, rows, p, dir, fv, only, bit);
 }
 
 /* The miss needs the reverse scan too: some FLOW rule is enforced. */
