@@ -373,7 +373,7 @@ def test_maps_pinned_with_another_capacity_are_refused_with_the_fix() -> None:  
     from pathlib import Path
 
     from mep.config import Capacity, Config, DataplaneConfig
-    from mep.dataplane.maps.abi import PROGS_PIN_PREFIX
+    from mep.dataplane.maps.abi import PROGS_PIN_PREFIX, Sizes
     from mep.dataplane.xdp import XdpEngine
     from mep.errors import LoadError
     from tests.fixtures.netns import make_ports_netns, remove_netns
@@ -393,9 +393,11 @@ def test_maps_pinned_with_another_capacity_are_refused_with_the_fix() -> None:  
         with pytest.raises(LoadError) as err:
             XdpEngine(config(2048), netns=netns_name)
         assert f"the maps pinned under {pin_root / 'pinned'} were made by a build with another" in str(err.value)
-        # 1,024 filters: 16 words of filter bits in two blocks, a block for the key summary and one for each
-        # key pair slot's; two-byte block indexes
-        assert f"mep_vectors: pinned with 4-byte keys, {2 * (2 + 1 + MAX_KEY_PAIRS)}-byte values" in str(err.value)
+        # 1,024 filters: a half's vectors, each 16 words of filter bits in two blocks, a block for the key
+        # summary and one for each key pair slot's; two-byte block indexes
+        vectors = Sizes.from_capacity(config(1024).dataplane.capacity).vectors
+        assert (f"mep_vectors: pinned with 4-byte keys, {vectors * 2 * (2 + 1 + MAX_KEY_PAIRS)}-byte values"
+                in str(err.value))
         assert "ip link set dev IFNAME xdp off" in str(err.value)
         # nothing of the refused load is left pinned: the next start adopts the maps it found
         assert sorted(p.name for p in (pin_root / "pinned").iterdir()) == pinned

@@ -17,11 +17,13 @@ union mep_addr {
 /* The index of a block in a half's pool (mep_vec_blocks): two bytes while they suffice. */
 #if MEP_MAX_BLOCKS <= 65536
 typedef __u16 mep_block_t;
+#define MEP_BLOCK_INDEX_BYTES 2
 #else
 typedef __u32 mep_block_t;
+#define MEP_BLOCK_INDEX_BYTES 4
 #endif
 
-/* mep_vectors: one class's filter bit vector (bit i of word i/64 = filter i)
+/* One class's filter bit vector (bit i of word i/64 = filter i)
  * and its summaries, each named by the index of a block of its half's pool:
  * blk[b] holds words b * MEP_BLOCK_WORDS on; sum[0] the key summary (bit j
  * of word j/64: vector word j holds a filter keyed on the field alone in
@@ -32,6 +34,17 @@ typedef __u32 mep_block_t;
 struct vec {
 	mep_block_t blk[MEP_VEC_BLOCKS];
 	mep_block_t sum[1 + MEP_KEY_PAIRS];
+};
+#define MEP_VEC_BYTES ((MEP_VEC_BLOCKS + 1 + MEP_KEY_PAIRS) * MEP_BLOCK_INDEX_BYTES)
+_Static_assert(sizeof(struct vec) == MEP_VEC_BYTES, "struct vec is its block indexes");
+
+/* mep_vectors: a half's MEP_MAX_VECTORS vectors, one map value (as
+ * mep_vec_blocks below), so that a vector is an offset from the pointer the
+ * scan looked up once: an array lookup per vector stored its key on the
+ * stack and loaded it back, and multiplied by an element size rounded up to
+ * 8 bytes. */
+struct vec_index {
+	__u8 bytes[MEP_MAX_VECTORS * MEP_VEC_BYTES];  /* struct vec v[] (see vec_pool) */
 };
 
 /* mep_vec_blocks: a half's pool, MEP_MAX_BLOCKS blocks of MEP_BLOCK_WORDS

@@ -220,11 +220,15 @@ static __always_inline __u32 value_class(const struct value_classes *values, int
 	return idx < MEP_VALUE_SPACE ? ((const __u32 *)values->bytes)[idx] : 0;
 }
 
-static __always_inline struct vec *vector_at(__u32 half, __u32 index)
+static __always_inline const struct vec *vector_at(const struct vec_index *vecs, __u32 index)
 {
-	__u32 key = half * MEP_MAX_VECTORS + index;
+	__u64 i = index;
 
-	return mep_vectors.lookup(&key);
+	if (i >= MEP_MAX_VECTORS)
+		return 0;
+	/* keeps clang from computing the offset before the bound is checked */
+	asm volatile("" : "+r"(i));
+	return (const struct vec *)(vecs->bytes + i * MEP_VEC_BYTES);
 }
 
 /* Block `index` of a half's pool: masked (a power of two), so the verifier
@@ -275,12 +279,12 @@ static __always_inline void add_candidates(const struct set_cfg *cfg, struct fie
  * that constrain no field). Every pointer in v[] is non-NULL, so the
  * verifier sees one path through the setup (a pointer that may be NULL per
  * field gave it 2^13 paths). */
-static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const struct vec_pool *pool,
-				const struct value_classes *values, const struct addr4_rows *rows,
-				const struct pkt *p, const int reverse, struct field_values *fv, const struct vec *only,
-				__u32 *bit)
+static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const struct vec_index *vecs,
+				const struct vec_pool *pool, const struct value_classes *values,
+				const struct addr4_rows *rows, const struct pkt *p, const int reverse,
+				struct field_values *fv, const struct vec *only, __u32 *bit)
 {
-	struct vec *v[MEP_NFIELDS], *ones = vector_at(half, MEP_ALL_ONES_VECTOR);
+	const struct vec *v[MEP_NFIELDS], *ones = vector_at(vecs, MEP_ALL_ONES_VECTOR);
 	__u32 used = cfg->used_fields, keyed = cfg->keyed_fields;
 	__u64 nwords = cfg->nwords, k, j;
 	const __u64 *sa, *sb;
@@ -304,7 +308,7 @@ static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const st
 			__u32 cls = f < 4 ? addr_class(half, cfg, rows, p, f, reverse, fv)
 					  : value_class(values, f, field_value(p, f, reverse));
 
-			v[f] = vector_at(half, cfg->vector_base[f] + cls);
+			v[f] = vector_at(vecs, cfg->vector_base[f] + cls);
 			if (!v[f])
 				return;
 #pragma unroll
@@ -406,20 +410,25 @@ static __always_inline int filter_rule(__u32 half, __u32 bit, __u32 *slot)
 static __always_inline void classify_scan(__u32 half, const struct set_cfg *cfg, const struct pkt *p,
 					  struct field_values *fv, const int dir)
 {
+	const struct vec_index *vecs = mep_vectors.lookup(&half);
 	const struct vec_pool *pool = mep_vec_blocks.lookup(&half);
 	const struct value_classes *values = mep_value_class.lookup(&half);
 	const struct addr4_rows *rows = mep_addr4.lookup(&half);
 	__u32 *bit = dir ? &fv->rev_bit : &fv->fwd_bit;
-	struct vec *only;
+	const struct vec *only;
 
 	*bit = MEP_NO_FILTER;
+	if (!vecs)
+		return;
 	if (dir)  /* the FLOW vector is already ANDed with the enabled filters */
-		only = cfg->flow_vector != MEP_NO_VECTOR ? vector_at(half, cfg->flow_vector) : 0;
+		only = cfg->flow_vector != MEP_NO_VECTOR ? vector_at(vecs, cfg->flow_vector) : 0;
 	else
-		only = vector_at(half, cfg->enabled ? MEP_ENABLED_VECTOR : 0);
+		/* vector 1 or 0 (enabled is 0 or 1) without a branch: two
+		 * constant offsets split the verifier's walk of the scan in two */
+		only = vector_at(vecs, cfg->enabled & MEP_ENABLED_VECTOR);
 	if (!pool || !values || !rows || !only)
 		return;
-	scan(half, cfg, pool, values, rows, p, dir, fv, only, bit);
+	scan(half, cfg, vecs, pool, values, rows, p, dir, fv, only, bit);
 }
 
 /* The miss needs the reverse scan too: some FLOW rule is enforced. */

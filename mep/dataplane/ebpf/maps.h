@@ -30,9 +30,9 @@ BPF_TABLE_PINNED7("lpm_trie", struct addr_class_key, u32, mep_addr_class, MEP_MA
  * its writer; writer: maps/classifier.py */
 BPF_TABLE_PINNED7("array", u32, struct value_classes, mep_value_class, 2, MEP_PIN(mep_value_class),
 		  BPF_F_MMAPABLE);
-/* half * MEP_MAX_VECTORS + vector index -> the blocks of a filter bit vector and of its summaries;
- * writer: maps/classifier.py */
-BPF_TABLE_PINNED("array", u32, struct vec, mep_vectors, 2 * MEP_MAX_VECTORS, MEP_PIN(mep_vectors));
+/* half -> its vectors: the blocks of each filter bit vector and of its summaries; memory-mapped by its
+ * writer; writer: maps/classifier.py */
+BPF_TABLE_PINNED7("array", u32, struct vec_index, mep_vectors, 2, MEP_PIN(mep_vectors), BPF_F_MMAPABLE);
 /* half -> its pool of blocks of vector and summary words; memory-mapped by its writer, which stores
  * only the blocks that change (BPF_F_MMAPABLE); writer: maps/classifier.py */
 BPF_TABLE_PINNED7("array", u32, struct vec_pool, mep_vec_blocks, 2, MEP_PIN(mep_vec_blocks), BPF_F_MMAPABLE);

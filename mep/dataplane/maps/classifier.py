@@ -22,9 +22,9 @@ half's pool (mep_vec_blocks, BLOCK_WORDS words a block) and of its
 summaries' (a block each). A half holds each distinct block once
 (``_Pool``): a class vector is its field's open filters but for a block or
 two, and most summaries repeat, so the notes' 10,000-rule mix needs 34,623
-blocks (2.1 MiB) where its dense vectors took 29 MiB a half. The pools are
-one map value a half, written through a shared memory mapping of the map
-(BPF_F_MMAPABLE), a block at a time. A block is rewritten only while no
+blocks (2.1 MiB) where its dense vectors took 29 MiB a half. The pools and
+the vectors are each one map value a half, written through a shared memory
+mapping of the map (BPF_F_MMAPABLE), a block or a vector at a time. A block is rewritten only while no
 vector of the half names it, and a half only while it is not in force: a
 packet never reads a block under change.
 
@@ -246,7 +246,10 @@ class ClassifierMaps:
         self._addr4, self._addr4_stride = _mapped(bpf["mep_addr4"])
         self._addr4_first = bpf["mep_addr4_first"]
         self._values, self._values_stride = _mapped(bpf["mep_value_class"])
-        self._vectors = bpf["mep_vectors"]
+        self._vectors, self._vectors_stride = _mapped(bpf["mep_vectors"])
+        # struct vec: the indexes of its blocks, then of its summaries'; two bytes an index while they suffice
+        self._vec_blocks = -(-sizes.words // BLOCK_WORDS)
+        self._vec = struct.Struct(f"<{self._vec_blocks + 1 + MAX_KEY_PAIRS}{'H' if sizes.blocks <= 1 << 16 else 'I'}")
         self._pools, self._pool_stride = _mapped(bpf["mep_vec_blocks"])
         self._filter_rule = bpf["mep_filter_rule"]
         self._sizes = sizes
@@ -255,7 +258,7 @@ class ClassifierMaps:
 
     def close(self) -> None:
         """Unmap the maps written through memory (a mapping holds its map, as a file descriptor does)."""
-        for mapped in (self._addr4, self._values, self._pools):
+        for mapped in (self._addr4, self._values, self._vectors, self._pools):
             mapped.close()
 
     def prepare(self, tables: ClassifierTables) -> Prepared:
@@ -392,14 +395,12 @@ class ClassifierMaps:
         for i, block in blocks.items():
             self._pools[base + i * _BLOCK_BYTES:base + (i + 1) * _BLOCK_BYTES] = block
         zero = pool.ids.get(_ZERO, 0)  # the blocks past the rule set's words: never read
-        leaves = []
-        for encoded in vectors.values():
-            value = self._vectors.Leaf()
+        base = half * self._vectors_stride
+        for i, encoded in vectors.items():
             nblocks = len(encoded) - 1 - MAX_KEY_PAIRS
-            value.blk[:] = [pool.ids[b] for b in encoded[:nblocks]] + [zero] * (len(value.blk) - nblocks)
-            value.sum[:] = [pool.ids[b] for b in encoded[nblocks:]]
-            leaves.append(value)
-        self._batch(self._vectors, [half * self._sizes.vectors + i for i in vectors], leaves)
+            self._vec.pack_into(self._vectors, base + i * self._vec.size,
+                                *[pool.ids[b] for b in encoded[:nblocks]], *[zero] * (self._vec_blocks - nblocks),
+                                *[pool.ids[b] for b in encoded[nblocks:]])
 
     def _write_filter_rule(self, half: int, old: Optional[list[int]], new: list[int]) -> None:
         changed = [i for i, slot in enumerate(new) if old is None or i >= len(old) or old[i] != slot]
