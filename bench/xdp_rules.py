@@ -15,7 +15,8 @@ a new-flow flood). Reported: mean over flows of
 ns/pkt, minus the floor (a program that only returns XDP_DROP, measured on
 the same flows in the same run). Each point is measured in --rounds rounds
 (5; each the floor, then the program); the round with the median net cost
-is reported, and spread_ns is the range of the rounds' net costs: this VM
+is reported, min_net_ns is the least net cost of a round (the round least
+disturbed: noise only adds), and spread_ns is the range of the rounds' net costs: this VM
 has noisy minutes.
 
 Examples:
@@ -140,7 +141,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         "xdp_rules",
         "How does the XDP classifier's per-packet cost grow from 1 to 10,000 rules?",
         __doc__.split("\n\n")[1].replace("\n", " "),
-        ["cache", "rules", "filters", "position", "flows", "ns_per_pkt", "floor_ns", "net_ns", "spread_ns"],
+        ["cache", "rules", "filters", "position", "flows", "ns_per_pkt", "floor_ns", "net_ns", "min_net_ns",
+         "spread_ns"],
     )
     namespaces: list[str] = []
     pin_root = Path("/sys/fs/bpf") / f"mep-bench-{os.getpid()}"
@@ -185,6 +187,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                         floor, took = min(runs, key=lambda r: abs(r[1] - r[0] - median_net(runs)))
                         report.add(cache=mode, rules=n, filters=tables.nfilters, position=position, flows=len(frames),
                                    ns_per_pkt=round(took, 1), floor_ns=round(floor, 1), net_ns=round(took - floor, 1),
+                                   min_net_ns=round(min(t - f for f, t in runs), 1),
                                    spread_ns=round(max(t - f for f, t in runs) - min(t - f for f, t in runs), 1))
                         progress(f"  {took - floor:.0f} ns above the floor ({floor:.0f} ns)")
     finally:
@@ -200,10 +203,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         if flat:
             report.notes.append(f"{mode}: {min(flat):.0f}..{max(flat):.0f} ns/pkt above the floor over all N and positions")
     for mode, n, limit in TARGETS:
-        got = [r["net_ns"] for r in rows if r["cache"] == mode and (n is None or r["rules"] == n)]
+        got = [r for r in rows if r["cache"] == mode and (n is None or r["rules"] == n)]
         if got:
+            worst, least = max(r["net_ns"] for r in got), max(r["min_net_ns"] for r in got)
             report.notes.append(f"target {mode}{'' if n is None else f' at {n} rules'}, any position: <= {limit} ns; "
-                                f"worst {max(got):.0f} ns: {'met' if max(got) <= limit else 'NOT met'}")
+                                f"worst {worst:.0f} ns: {'met' if worst <= limit else 'NOT met'} (worst of the "
+                                f"least-disturbed rounds {least:.0f} ns: {'met' if least <= limit else 'NOT met'})")
     for row in rows:
         row["series"] = f"{row['cache']}, {row['position']}"
     report.write(plot={"x": "rules", "y": "net_ns", "series": "series", "title": "XDP classify ns/pkt above the floor",
