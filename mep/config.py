@@ -100,7 +100,7 @@ class Capacity(_Section):
     """Sizes the data plane is built for; a rule set that does not fit is refused."""
 
     # Defaults size the XDP classifier's tables at about 8 MiB; 10,000 rules
-    # need filters 16384 and 15.6 MiB (docs/classifier.md, Memory). The
+    # need filters 16384 and 15.8 MiB (docs/classifier.md, Memory). The
     # classifier's scans are verified once per 64 filters: 32768 filters
     # verify in about 240k of the kernel's 1M-instruction budget.
     rules: int = Field(default=4_096, ge=1, le=65_536)

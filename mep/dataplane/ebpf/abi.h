@@ -30,13 +30,17 @@ typedef __u32 mep_block_t;
  * this class), sum[1 + p] the summary of key pair slot p (the words holding
  * a filter keyed on that pair; mep/dataplane/tables.py). Blocks are shared:
  * a class vector differs from its field's open filters in a block or two,
- * so a half holds each distinct block once (maps/classifier.py). */
+ * so a half holds each distinct block once (maps/classifier.py).
+ * The summaries come first, padded to whole 8-byte words (the scan copies
+ * them in words: two loads and stores a field where it took ten), and a
+ * vector is a whole number of words. */
+#define MEP_VEC_SUM_WORDS (((1 + MEP_KEY_PAIRS) * MEP_BLOCK_INDEX_BYTES + 7) / 8)
+#define MEP_VEC_BYTES ((MEP_VEC_SUM_WORDS * 8 + MEP_VEC_BLOCKS * MEP_BLOCK_INDEX_BYTES + 7) / 8 * 8)
 struct vec {
+	mep_block_t sum[MEP_VEC_SUM_WORDS * 8 / MEP_BLOCK_INDEX_BYTES];  /* 1 + MEP_KEY_PAIRS, then padding */
 	mep_block_t blk[MEP_VEC_BLOCKS];
-	mep_block_t sum[1 + MEP_KEY_PAIRS];
-};
-#define MEP_VEC_BYTES ((MEP_VEC_BLOCKS + 1 + MEP_KEY_PAIRS) * MEP_BLOCK_INDEX_BYTES)
-_Static_assert(sizeof(struct vec) == MEP_VEC_BYTES, "struct vec is its block indexes");
+} __attribute__((aligned(8)));
+_Static_assert(sizeof(struct vec) == MEP_VEC_BYTES, "struct vec is its block indexes, in whole words");
 
 /* mep_vectors: a half's MEP_MAX_VECTORS vectors, one map value (as
  * mep_vec_blocks below), so that a vector is an offset from the pointer the

@@ -61,8 +61,8 @@ struct field_values {
 	__u8 rev;
 	__u8 pad[2];
 	__u64 candidates[MEP_SUMMARY_WORDS]; /* scan(): the words its key and pair summaries name */
-	mep_block_t pair_sum[MEP_NFIELDS * MEP_KEY_PAIRS]; /* scan(): each field's class's pair summaries (flat: bcc
-							    * mirrors a[13][5] as a[13]) */
+	__u64 sums[MEP_NFIELDS * MEP_VEC_SUM_WORDS]; /* scan(): each field's class's struct vec sum[], for the pairs
+						      * (flat: bcc mirrors a[13][2] as a[13]) */
 	__u64 word;                     /* scan(): the word it ANDs */
 	struct addr_class_key class_key; /* addr_class()'s LPM key: one per unrolled field on the stack overflowed it */
 };
@@ -312,17 +312,18 @@ static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const st
 			if (!v[f])
 				return;
 #pragma unroll
-			for (pair = 0; pair < MEP_KEY_PAIRS; pair++)
-				fv->pair_sum[f * MEP_KEY_PAIRS + pair] = v[f]->sum[1 + pair];
+			for (k = 0; k < MEP_VEC_SUM_WORDS; k++)
+				fv->sums[f * MEP_VEC_SUM_WORDS + k] = ((const __u64 *)v[f]->sum)[k];
 			if (keyed & (1u << f)) {
 				sa = block(pool, v[f]->sum[0]);
 				add_candidates(cfg, fv, sa, sa);
 			}
 		}
 	}
-	/* Key pairs: their fields' pair summaries, copied to map memory above
-	 * (v[] is on the stack, where the verifier follows no variable index;
-	 * looking the two vectors up again took twice the instructions). */
+	/* Key pairs: their fields' pair summaries, their vectors' sum[] copied
+	 * to map memory above (v[] is on the stack, where the verifier follows
+	 * no variable index; looking the two vectors up again took twice the
+	 * instructions). */
 #pragma unroll
 	for (pair = 0; pair < MEP_KEY_PAIRS; pair++) {
 		__u32 a = cfg->pair_a[pair], b = cfg->pair_b[pair];
@@ -331,8 +332,8 @@ static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const st
 			break;
 		if (a >= MEP_NFIELDS || b >= MEP_NFIELDS)
 			return;
-		sa = block(pool, fv->pair_sum[a * MEP_KEY_PAIRS + pair]);
-		sb = block(pool, fv->pair_sum[b * MEP_KEY_PAIRS + pair]);
+		sa = block(pool, ((const mep_block_t *)&fv->sums[a * MEP_VEC_SUM_WORDS])[1 + pair]);
+		sb = block(pool, ((const mep_block_t *)&fv->sums[b * MEP_VEC_SUM_WORDS])[1 + pair]);
 		add_candidates(cfg, fv, sa, sb);
 	}
 	/* Indexes are 64-bit: as __u32 each was zero-extended (shift left,

@@ -247,9 +247,14 @@ class ClassifierMaps:
         self._addr4_first = bpf["mep_addr4_first"]
         self._values, self._values_stride = _mapped(bpf["mep_value_class"])
         self._vectors, self._vectors_stride = _mapped(bpf["mep_vectors"])
-        # struct vec: the indexes of its blocks, then of its summaries'; two bytes an index while they suffice
+        # struct vec: the indexes of its summaries' blocks padded to whole words, then of its own blocks, in
+        # whole words; two bytes an index while they suffice
+        index = 2 if sizes.blocks <= 1 << 16 else 4
+        sums = -(-(1 + MAX_KEY_PAIRS) * index // 8) * 8 // index
         self._vec_blocks = -(-sizes.words // BLOCK_WORDS)
-        self._vec = struct.Struct(f"<{self._vec_blocks + 1 + MAX_KEY_PAIRS}{'H' if sizes.blocks <= 1 << 16 else 'I'}")
+        self._vec = struct.Struct(f"<{sums + self._vec_blocks}{'H' if index == 2 else 'I'}"
+                                  f"{-(sums + self._vec_blocks) * index % 8}x")
+        self._vec_padding = sums - 1 - MAX_KEY_PAIRS
         self._pools, self._pool_stride = _mapped(bpf["mep_vec_blocks"])
         self._filter_rule = bpf["mep_filter_rule"]
         self._sizes = sizes
@@ -399,8 +404,8 @@ class ClassifierMaps:
         for i, encoded in vectors.items():
             nblocks = len(encoded) - 1 - MAX_KEY_PAIRS
             self._vec.pack_into(self._vectors, base + i * self._vec.size,
-                                *[pool.ids[b] for b in encoded[:nblocks]], *[zero] * (self._vec_blocks - nblocks),
-                                *[pool.ids[b] for b in encoded[nblocks:]])
+                                *[pool.ids[b] for b in encoded[nblocks:]], *[0] * self._vec_padding,
+                                *[pool.ids[b] for b in encoded[:nblocks]], *[zero] * (self._vec_blocks - nblocks))
 
     def _write_filter_rule(self, half: int, old: Optional[list[int]], new: list[int]) -> None:
         changed = [i for i, slot in enumerate(new) if old is None or i >= len(old) or old[i] != slot]
