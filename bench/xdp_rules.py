@@ -16,8 +16,8 @@ ns/pkt, minus the floor (a program that only returns XDP_DROP, measured on
 the same flows in the same run). Each point is measured in --rounds rounds
 (5; each the floor, then the program); the round with the median net cost
 is reported, min_net_ns is the least net cost of a round (the round least
-disturbed: noise only adds), and spread_ns is the range of the rounds' net costs: this VM
-has noisy minutes.
+disturbed: noise only adds), and spread_ns is the range of the rounds' net
+costs: this VM has noisy minutes.
 
 Examples:
     python -m bench.xdp_rules                 # full run (about 3 minutes)

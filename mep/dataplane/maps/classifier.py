@@ -17,16 +17,17 @@ class's pair summaries, one per key pair slot (``Layout.pairs``). ``Layout`` rec
 mep_sets (maps/ruleset.py). The classes depend on the filters only, so a
 change of which rules are enforced writes vectors 1 and the FLOW mask.
 
-Blocks: mep_vectors holds, per vector, the indexes of its blocks in the
-half's pool (mep_vec_blocks, BLOCK_WORDS words a block) and of its
-summaries' (a block each). A half holds each distinct block once
+Blocks: mep_vectors holds, per vector, the indexes of its summaries'
+blocks (a block each) and of its own in the half's pool (mep_vec_blocks,
+BLOCK_WORDS words a block). A half holds each distinct block once
 (``_Pool``): a class vector is its field's open filters but for a block or
 two, and most summaries repeat, so the notes' 10,000-rule mix needs 34,623
 blocks (2.1 MiB) where its dense vectors took 29 MiB a half. The pools and
-the vectors are each one map value a half, written through a shared memory
-mapping of the map (BPF_F_MMAPABLE), a block or a vector at a time. A block is rewritten only while no
-vector of the half names it, and a half only while it is not in force: a
-packet never reads a block under change.
+the vectors are each one map value a half, written through a shared
+memory mapping of the map (BPF_F_MMAPABLE), a block or a vector at a
+time. A block is rewritten only while no vector of the half names it, and
+a half only while it is not in force: a packet never reads a block under
+change.
 
 Address classes: IPv4 as each address field's sorted intervals with their
 first level (tables.ipv4_index) in mep_addr4 / mep_addr4_first, the counts
