@@ -62,12 +62,13 @@ def test_store_changes_steer_real_packets(topo: Topology, tmp_path: Path) -> Non
             described = daemon.engine.describe()
             assert described["engine"] == "xdp" and described["xdp_modes"]["n6"] in ("native", "generic")
             assert described["fib_forward"] is True
-            # what went to the DN went from XDP (the lab's neighbours are static), and mep stats says so
+            # what went to the DN went from XDP (the lab's neighbours are static), and mep stats says so;
+            # the link's own multicast (the UPF's MLD reports, at times the kernel picks) goes to the stack
             out = await asyncio.to_thread(mep, "stats", "--socket", str(config.admin_socket))
             assert out.returncode == 0, out.stderr
             table = out.stdout.split("PASS FRAMES (FIB)")[1].split("\n\n")[0].splitlines()[1:]
             fib = {name: int(packets) for name, packets, _ in map(str.split, table)}
-            assert fib["FORWARDED"] > 0 and set(fib) == {"FORWARDED"}, out.stdout
+            assert fib["FORWARDED"] > 0 and set(fib) <= {"FORWARDED", "LINK_GROUP"}, out.stdout
             # mep doctor -v's report of the running data plane: map memory, the classifier's tables first
             from mep.doctor import dataplane_report
 

@@ -21,6 +21,7 @@ from typing import Iterator
 
 import pytest
 from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
@@ -231,6 +232,15 @@ def test_fib_forward_leaves_to_the_stack_what_the_stack_must_answer(lab: EngineL
     counted = lab.engine.counters().fib.get(FibOutcome.VLAN, PacketBytes()).packets
     assert [o.port for o in lab.engine.process(tagged, n6).outputs] == [PORT_STACK]
     assert lab.engine.counters().fib[FibOutcome.VLAN].packets == counted + 1
+    # the link's own traffic (an MLD report as the UPF's kernel sends it, a subnet broadcast): the
+    # stack's, whatever its TTL or route
+    for group in (Ether(src=ADDR.upf_n6_mac, dst="33:33:00:00:00:16") / IPv6(src="fe80::5:1", dst="ff02::16", hlim=1)
+                  / UDP(sport=40000, dport=9400),
+                  Ether(src=ADDR.upf_n6_mac, dst="ff:ff:ff:ff:ff:ff") / IP(src=ADDR.upf_n6, dst="198.18.1.255")
+                  / UDP(sport=40000, dport=9400)):
+        counted = lab.engine.counters().fib.get(FibOutcome.LINK_GROUP, PacketBytes()).packets
+        assert [(o.port, o.frame) for o in lab.engine.process(bytes(group), n6).outputs] == [(PORT_STACK, bytes(group))]
+        assert lab.engine.counters().fib[FibOutcome.LINK_GROUP].packets == counted + 1, group.summary()
 
 
 def test_fastpath_passes_frames_to_the_stack_for_forwarding_and_local_delivery(lab: EngineLab) -> None:

@@ -38,6 +38,10 @@ static __always_inline __u32 fib_params(struct xdp_md *ctx, const struct pkt *p,
 	const struct ip_info *ip = routed_header(p);
 	__u32 off = ip->off & MEP_MAX_OFF;
 
+	if (data + ETH_HLEN_BYTES > data_end)
+		return MEP_FIB_NOT_FWDED;
+	if (*(__u8 *)data & 1)
+		return MEP_FIB_LINK_GROUP;  /* ip_forward() and ip6_forward() take PACKET_HOST frames only */
 	if (p->has_vlan)
 		return MEP_FIB_VLAN;
 	__builtin_memset(f, 0, sizeof(*f));

@@ -63,6 +63,7 @@
 	X(MEP_FIB_FRAG_NEEDED,   8, "to the stack: larger than the egress MTU")                                 \
 	X(MEP_FIB_NOT_A_PORT,   16, "to the stack: the route leaves by an interface that is not a data-plane port") \
 	X(MEP_FIB_TTL,          17, "to the stack: its TTL or hop limit expires here (the stack answers ICMP)")   \
-	X(MEP_FIB_VLAN,         18, "to the stack: 802.1Q-tagged (a VLAN device of the stack routes it)")
+	X(MEP_FIB_VLAN,         18, "to the stack: 802.1Q-tagged (a VLAN device of the stack routes it)")       \
+	X(MEP_FIB_LINK_GROUP,   19, "to the stack: to a multicast or broadcast MAC (link traffic, never forwarded)")
 
 #endif /* MEP_REASONS_H */
