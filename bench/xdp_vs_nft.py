@@ -62,7 +62,7 @@ from mep.config import Capacity, Config, DataplaneConfig
 from mep.dataplane.compiler import compile_ruleset
 from mep.dataplane.links import in_netns
 from mep.dataplane.nftables import emit
-from mep.dataplane.reasons import FibOutcome, Verdict
+from mep.dataplane.reasons import FIB_SENT, Verdict
 from mep.dataplane.reference import ReferenceEngine
 from mep.dataplane.resolver import netlink_resolver
 from mep.dataplane.testrun import XDP_FLAGS_DRV_MODE, ProbeProgram
@@ -257,8 +257,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         probe = ProbeProgram.load()
 
         def fib_forwarded() -> int:
-            pb = engine.counters().fib.get(FibOutcome.FORWARDED) if engine is not None else None
-            return pb.packets if pb else 0
+            fib = engine.counters().fib if engine is not None else {}
+            return sum(fib[o].packets for o in FIB_SENT if o in fib)
 
         def row(filt: str, generator: str, mix: str) -> None:
             progress(f"{filt}, {mix}, {generator}")

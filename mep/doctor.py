@@ -316,7 +316,8 @@ def ebpf_source(config: Config) -> tuple[list[str], str]:
     from .dataplane.xdp import program_text
 
     dp = config.dataplane
-    return cflags(Sizes.from_capacity(dp.capacity), dp.pin_root / config.instance), program_text()
+    sizes = Sizes.from_capacity(dp.capacity, fib_forward=dp.fib_forward)
+    return cflags(sizes, dp.pin_root / config.instance), program_text()
 
 
 def daemon_summary(config: Config) -> str | None:

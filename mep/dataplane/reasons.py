@@ -4,7 +4,8 @@
 ``REASON_VERDICT`` maps each reason to the one verdict it belongs to and
 ``DESCRIPTION`` gives the operator-facing text for both. ``FibOutcome``
 lists what became of a PASS frame offered to the kernel's FIB in XDP
-(dataplane.fib_forward, ebpf/fib.h), with its text in ``DESCRIPTION`` too.
+(dataplane.fib_forward, ebpf/fib.h), with its text in ``DESCRIPTION`` too;
+``FIB_SENT`` names the outcomes of frames XDP sent to their next hop itself.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from enum import EnumMeta, IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-__all__ = ["Verdict", "Reason", "FibOutcome", "REASON_VERDICT", "DESCRIPTION", "REASONS_H"]
+__all__ = ["Verdict", "Reason", "FibOutcome", "FIB_SENT", "REASON_VERDICT", "DESCRIPTION", "REASONS_H"]
 
 REASONS_H = Path(__file__).with_name("ebpf") / "reasons.h"
 
@@ -66,3 +67,5 @@ DESCRIPTION: dict[IntEnum, str] = {
     **{Reason[n.removeprefix("MEP_")]: d for n, d in _desc.items() if not n.startswith("MEP_VERDICT_")},
     **{FibOutcome[n.removeprefix("MEP_FIB_")]: d for n, (_, d) in _fib.items()},
 }
+# Sent to the next hop from XDP: looked up in the kernel's FIB, or the answer cached from a lookup.
+FIB_SENT = (FibOutcome.FORWARDED, FibOutcome.CACHED)

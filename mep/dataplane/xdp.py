@@ -43,6 +43,7 @@ from .maps.classifier import ClassifierMaps, Prepared
 from .maps.counters import CounterMaps
 from .maps.dns import DnsMaps
 from .maps.flows import FlowMaps
+from .maps.fib import FibGeneration
 from .maps.ports import PortEntry, PortMaps
 from .maps.ruleset import RulesetMaps
 from .reasons import REASON_VERDICT, Reason, Verdict
@@ -218,7 +219,7 @@ class XdpEngine(Engine):
         self._config = config
         self._netns = netns
         dp = config.dataplane
-        self._sizes = Sizes.from_capacity(dp.capacity)
+        self._sizes = Sizes.from_capacity(dp.capacity, fib_forward=dp.fib_forward)
         self._pin_dir = dp.pin_root / config.instance
         self._ruleset: Optional[CompiledRuleSet] = None
         self._held: Optional[_Held] = None  # the tables of the last rule set
@@ -257,6 +258,8 @@ class XdpEngine(Engine):
             self._ports = PortMaps(self._bpf)
             self._port_ifindex: dict[int, int] = {}
             self._setup_ports()
+            # the FIB cache answers only while this load's listener keeps its generation (maps/fib.py)
+            self._fib = FibGeneration(self._bpf["mep_fib_gen"], netns) if dp.fib_forward else None
         log.info("xdp_loaded", pin_dir=str(self._pin_dir), adopted=adopted, generation=self._generation,
                  modes=self._modes)
 
@@ -521,10 +524,12 @@ class XdpEngine(Engine):
             "xdp_modes": dict(self._modes),
             "dns_responder": self._dns_on,
             "fib_forward": self._config.dataplane.fib_forward,
+            "fib_generation": self._fib.value if self._fib is not None else None,
             "pin_dir": str(self._pin_dir),
             "capacity": {"rules": self._sizes.rules, "filters": self._sizes.filters,
                          "vectors": self._sizes.vectors, "vector_blocks": self._sizes.blocks,
-                         "flows": self._sizes.flows, "flow_cache_sets_per_cpu": self._sizes.flow_cache_sets},
+                         "flows": self._sizes.flows, "flow_cache_sets_per_cpu": self._sizes.flow_cache_sets,
+                         "fib_cache_slots_per_cpu": self._sizes.fib_cache_slots},
             "map_mib": self.map_mib() if self._open else {},  # a closed engine's maps are not its to read
             "cflags": list(self._cflags),
         }
@@ -533,7 +538,8 @@ class XdpEngine(Engine):
         """MiB the kernel charges for the maps (memlock): the classifier's tables, the flow caches, all."""
         charged = {name: map_memlock(self._bpf[name.encode()].map_fd) for name in declared_maps()}
         parts = {"classifier": sum(charged[n] for n in ClassifierMaps.MAPS),
-                 "flow_cache": charged["mep_flow_cache"] + charged["mep_flow_cache4"], "all": sum(charged.values())}
+                 "flow_cache": charged["mep_flow_cache"] + charged["mep_flow_cache4"],
+                 "fib_cache": charged["mep_fib_cache"], "all": sum(charged.values())}
         return {part: round(size / 2**20, 2) for part, size in parts.items()}
 
     # -- test-run ---------------------------------------------------------------------------
@@ -585,6 +591,11 @@ class XdpEngine(Engine):
                         outputs.append(Output(c_meta[2], c_out))
         return Result(verdict_e, reason_e, rule_id, tuple(outputs), reverse)
 
+    def sync_fib(self) -> Optional[int]:
+        """Make every routing change already made reach the FIB cache (maps/fib.py); the generation
+        now in force, None without dataplane.fib_forward."""
+        return self._fib.sync() if self._fib is not None else None
+
     def flush_flows(self) -> None:
         """Forget every reverse flow (replies then take the stateless path). Cached classifications
         need no flush: they are keyed by the generation, which every apply() changes."""
@@ -595,6 +606,8 @@ class XdpEngine(Engine):
     def close(self) -> None:
         """Leave the program attached and the maps pinned (hitless restart); release fds."""
         self._open = False
+        if self._fib is not None:
+            self._fib.close()
         self._grace.close()
         self._classifier.close()
         self._bpf.cleanup()

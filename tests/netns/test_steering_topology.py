@@ -151,15 +151,22 @@ def stack_forwarded(lab: EngineLab) -> int:
     return int(values[names.index("ForwDatagrams")])
 
 
+def fib_counts(lab: EngineLab) -> dict[FibOutcome, int]:
+    return {outcome: pb.packets for outcome, pb in lab.engine.counters().fib.items()}
+
+
 def test_fib_forward_takes_pass_frames_to_the_dn_without_the_stack(lab: EngineLab) -> None:
     fib_only(lab)
     lab.apply([STEER_HTTP])
-    before = lab.engine.counters().fib.get(FibOutcome.FORWARDED, PacketBytes()).packets
+    before = fib_counts(lab)
     stack_before = stack_forwarded(lab)
     receiver = lab.start("dn", "count-udp", ADDR.server, "9400", "1")
     lab.run("upf", "send-udp", ADDR.ue1, ADDR.server, "9400", "300", "2000")
     assert lab.result(receiver)["received"] == 300
-    assert lab.engine.counters().fib[FibOutcome.FORWARDED].packets - before >= 300
+    after = fib_counts(lab)
+    looked_up, cached = (after.get(o, 0) - before.get(o, 0) for o in (FibOutcome.FORWARDED, FibOutcome.CACHED))
+    assert looked_up + cached >= 300
+    assert cached >= 300 - 2, (looked_up, cached)  # one flow: looked up once per CPU, then cached
     assert stack_forwarded(lab) == stack_before  # the topology's neighbours are static: none went the slow way
 
 
@@ -177,15 +184,56 @@ def test_fib_forward_rewrites_as_the_stack_would(lab: EngineLab) -> None:
 
     want = frame(63)
     want[Ether].src, want[Ether].dst = ADDR.mep_dn_mac, ADDR.dn_mac
-    counted = lab.engine.counters().fib
-    result = lab.engine.process(bytes(frame(64)), n6)
-    assert (result.verdict, result.reason) == (Verdict.PASS, Reason.PASS_NO_MATCH)
-    assert [(o.port, o.frame) for o in result.outputs] == [(dn, bytes(want))]
+    counted = fib_counts(lab)
+    lab.engine.sync_fib()  # a new generation: nothing cached
+    for _ in range(2):  # looked up, then the cached answer: the same bytes
+        result = lab.engine.process(bytes(frame(64)), n6)
+        assert (result.verdict, result.reason) == (Verdict.PASS, Reason.PASS_NO_MATCH)
+        assert [(o.port, o.frame) for o in result.outputs] == [(dn, bytes(want))]
     result = lab.engine.process(bytes(frame(1)), n6)
     assert [(o.port, o.frame) for o in result.outputs] == [(PORT_STACK, bytes(frame(1)))]
-    after = lab.engine.counters().fib
-    for outcome in (FibOutcome.FORWARDED, FibOutcome.TTL):
-        assert after[outcome].packets == counted.get(outcome, PacketBytes()).packets + 1, outcome.name
+    after = fib_counts(lab)
+    for outcome in (FibOutcome.FORWARDED, FibOutcome.CACHED, FibOutcome.TTL):
+        assert after[outcome] == counted.get(outcome, 0) + 1, outcome.name
+
+
+def test_fib_cache_follows_the_kernels_changes(lab: EngineLab) -> None:
+    """A cached next hop is used until the kernel's answer changes: a new neighbour MAC, a route MTU
+    below the frame (a longer frame of a cached flow is looked up again), each heard over rtnetlink."""
+    fib_only(lab)
+    lab.apply([STEER_HTTP])
+    n6, dn = (next(i for i, p in enumerate(MEP_PORTS, start=1) if p["name"] == name) for name in ("n6", "dn"))
+
+    def send(size: int) -> tuple[list[int], bytes, FibOutcome]:
+        before = fib_counts(lab)
+        frame = (Ether(src=ADDR.upf_n6_mac, dst=ADDR.mep_n6_mac) / IP(src=ADDR.ue1, dst=ADDR.server)
+                 / UDP(sport=40100, dport=9400) / Raw(b"c" * size))
+        outputs = lab.engine.process(bytes(frame), n6).outputs
+        (outcome,) = [o for o, n in fib_counts(lab).items() if n != before.get(o, 0)]
+        return [o.port for o in outputs], outputs[0].frame[:6], outcome
+
+    moved = "02:00:00:00:0d:0e"
+    generation = lab.engine.sync_fib()
+    assert send(100) == ([dn], bytes.fromhex(ADDR.dn_mac.replace(":", "")), FibOutcome.FORWARDED)
+    assert send(100)[2] == FibOutcome.CACHED
+    try:
+        lab.topo.run("mep", ["ip", "neigh", "replace", ADDR.dn_gw, "lladdr", moved, "dev", "dn", "nud", "permanent"],
+                     check=True)
+        assert lab.engine.sync_fib() != generation
+        assert send(100) == ([dn], bytes.fromhex(moved.replace(":", "")), FibOutcome.FORWARDED)
+        assert send(100)[2] == FibOutcome.CACHED
+        lab.topo.run("mep", ["ip", "route", "replace", ADDR.servers, "via", ADDR.dn_gw, "mtu", "lock", "300"],
+                     check=True)
+        lab.engine.sync_fib()
+        assert send(100)[2] == FibOutcome.FORWARDED
+        assert send(100)[2] == FibOutcome.CACHED
+        assert send(400) == ([PORT_STACK], bytes.fromhex(ADDR.mep_n6_mac.replace(":", "")), FibOutcome.FRAG_NEEDED)
+        assert send(100)[2] == FibOutcome.CACHED
+    finally:
+        lab.topo.run("mep", ["ip", "route", "replace", ADDR.servers, "via", ADDR.dn_gw], check=True)
+        lab.topo.run("mep", ["ip", "neigh", "replace", ADDR.dn_gw, "lladdr", ADDR.dn_mac, "dev", "dn", "nud",
+                             "permanent"], check=True)
+        lab.engine.sync_fib()
 
 
 # What the FIB says for a destination (routes the case adds to the mep namespace) -> the outcome.
@@ -219,12 +267,14 @@ def test_fib_forward_leaves_to_the_stack_what_the_stack_must_answer(lab: EngineL
         try:
             for argv in setup:
                 lab.topo.run("mep", argv, check=True)
+            lab.engine.sync_fib()  # no answer cached before the change is used
             result = lab.engine.process(frame, n6)
         finally:
             lab.topo.run("mep", ["sysctl", "-qw", "net.ipv4.conf.n6.forwarding=1"], check=True)
             for argv in setup:
                 if argv[:2] == ["ip", "route"]:
                     lab.topo.run("mep", ["ip", "route", "del", *argv[3:]], check=True)
+            lab.engine.sync_fib()
         assert [(o.port, o.frame) for o in result.outputs] == [(PORT_STACK, frame)], what
         assert lab.engine.counters().fib[FibOutcome[outcome]].packets == counted + 1, what
     tagged = bytes(Ether(src=ADDR.upf_n6_mac, dst=ADDR.mep_n6_mac) / Dot1Q(vlan=7)

@@ -267,6 +267,25 @@ struct port_val {
 	__u32 mtu;
 };
 
+/* mep_fib_cache (fib.h): what a bpf_fib_lookup that forwarded answered, for
+ * its inputs (key: the first MEP_FIB_KEY_WORDS words of struct
+ * bpf_fib_lookup as fib_params() filled it, tot_len zeroed). An all-zero
+ * entry never matches: its generation is never mep_fib_gen's (0 turns the
+ * cache off). */
+#define MEP_FIB_KEY_WORDS 6
+struct fib_cache_entry {
+	__u64 key[MEP_FIB_KEY_WORDS];
+	__u64 expires;                 /* bpf_ktime_get_coarse_ns() from which it is looked up again */
+	__u32 generation;              /* mep_fib_gen's when it was looked up */
+	__u32 port;                    /* the egress port's index */
+	__u8 dmac[6];                  /* the next hop's MAC */
+	__u8 smac[6];                  /* the egress port's MAC */
+	__u16 max_len;                 /* the longest tot_len it forwarded: a longer frame is looked up (the MTU) */
+	__u8 pad[2];
+};
+
+_Static_assert(sizeof(struct fib_cache_entry) == 80, "a FIB cache entry is ten words");
+
 struct counter_val {
 	__u64 packets;
 	__u64 bytes;

@@ -12,6 +12,8 @@
  * neighbour resolution, fragmentation, VLAN devices, local delivery).
  * What it bypasses: netfilter's forward and postrouting hooks, and the
  * stack's own counters (docs/xdp.md, "Forwarding in XDP").
+ * The answers of lookups that forwarded are cached per flow (mep_fib_cache,
+ * below) until the kernel's routing state changes.
  * Every frame offered is counted in mep_fib_counters under one outcome
  * (reasons.h MEP_FIB_OUTCOMES); the verdict and reason stay the ones the
  * rules gave (PASS), only the output port changes.
@@ -107,19 +109,97 @@ static __always_inline void fib_decrease_ttl(struct xdp_md *ctx, const struct pk
 	}
 }
 
-/* Where the stack would send the frame, if that is a data-plane port: the
- * outcome, and on MEP_FIB_FORWARDED the frame rewritten for its next hop
- * and the redirect set (d->port names the port). */
-static __always_inline __u32 fib_route(struct xdp_md *ctx, const struct pkt *p, struct bpf_fib_lookup *f,
-				       struct decision *d)
+/* The frame out of port `port` to next hop `dmac` from `smac`, as ip_forward()
+ * sends it: the redirect set, one hop less, the MACs rewritten; d->port names
+ * the port. MEP_FIB_FORWARDED, or why not. */
+static __always_inline __u32 fib_send(struct xdp_md *ctx, const struct pkt *p, __u32 port, const __u8 *dmac,
+				      const __u8 *smac, struct decision *d)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+
+	if (mep_ports.redirect_map(port, 0) != XDP_REDIRECT)
+		return MEP_FIB_NOT_A_PORT;  /* an empty DEVMAP slot: the stack still has the route */
+	if (data + ETH_HLEN_BYTES > data_end)
+		return MEP_FIB_NOT_FWDED;
+	fib_decrease_ttl(ctx, p);
+	__builtin_memcpy(data, dmac, 6);
+	__builtin_memcpy(data + 6, smac, 6);
+	d->port = port;
+	return MEP_FIB_FORWARDED;
+}
+
+/* The FIB cache. bpf_fib_lookup costs ~70-190 ns a frame here (policy
+ * rules, the route trie, the neighbour table, through retpolined calls): as
+ * much as the rest of forwarding a frame from XDP (docs/xdp.md). mep_fib_cache keeps,
+ * per CPU and direct-mapped by a multiplicative hash, the answer of each
+ * lookup that forwarded, keyed by everything the lookup read (the first
+ * six words of *f: family, protocol, ports, ingress ifindex, TOS or flow
+ * label, addresses; all but tot_len). An entry answers while
+ *   - mep_fib_gen holds the generation it was looked up in: maps/fib.py
+ *     bumps it on every rtnetlink notification of the namespace that can
+ *     change an answer (links, addresses, routes, rules, neighbours,
+ *     forwarding settings), so a change reaches the cache within the time the
+ *     control plane takes to hear of it, and it sets 0 (no cache) when it
+ *     closes;
+ *   - it is younger than MEP_FIB_CACHE_NS, which bounds how long an answer can
+ *     outlive a change when no control plane runs (a crash);
+ *   - the frame is no longer than the longest the lookup passed (the MTU
+ *     check: a longer one is looked up, and counted FRAG_NEEDED if over). */
+#define MEP_FIB_CACHE_NS 1000000000ULL
+
+_Static_assert(__builtin_offsetof(struct bpf_fib_lookup, tot_len) == 6 &&
+	       __builtin_offsetof(struct bpf_fib_lookup, ipv6_dst) + 16 == MEP_FIB_KEY_WORDS * 8,
+	       "mep_fib_cache's key is the lookup's inputs but tot_len");
+
+/* The slot of key: the top bits of the sum of each word times its own
+ * multiplier (as the flow cache's set, classify.h). */
+static __always_inline __u32 fib_slot(const __u64 *key)
+{
+	__u64 h = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < MEP_FIB_KEY_WORDS; i++)
+		h += key[i] * hash_mult(i);
+	return (__u32)(((h >> 32) * MEP_FIB_CACHE_SLOTS) >> 32);
+}
+
+/* Where the stack would send the frame, if that is a data-plane port: the
+ * outcome, and on MEP_FIB_FORWARDED or MEP_FIB_CACHED the frame rewritten for
+ * its next hop and the redirect set (d->port names the port). */
+static __always_inline __u32 fib_route(struct xdp_md *ctx, const struct pkt *p, struct bpf_fib_lookup *f,
+				       __u64 *key, struct decision *d)
+{
+	struct fib_cache_entry *e = 0;
+	__u32 outcome = fib_params(ctx, p, f), egress, zero = 0, generation = 0, idx, *gen;
+	__u64 now = 0, diff = 0;
 	struct port_val *out;
-	__u32 outcome = fib_params(ctx, p, f), egress;
+	int i, same = 0;
 	long rc;
 
 	if (outcome != MEP_FIB_FORWARDED)
 		return outcome;
+	gen = mep_fib_gen.lookup(&zero);
+	if (gen && *gen) {
+		generation = *gen;
+		now = bpf_ktime_get_coarse_ns();
+#pragma unroll
+		for (i = 0; i < MEP_FIB_KEY_WORDS; i++)
+			key[i] = ((const __u64 *)f)[i];
+		key[0] &= ~(0xffffULL << 48);  /* tot_len, bytes 6-7 */
+		idx = fib_slot(key);
+		e = mep_fib_cache.lookup(&idx);
+		if (e) {
+#pragma unroll
+			for (i = 0; i < MEP_FIB_KEY_WORDS; i++)
+				diff |= e->key[i] ^ key[i];
+			same = !diff && e->generation == generation && now < e->expires;
+			if (same && f->tot_len <= e->max_len) {
+				outcome = fib_send(ctx, p, e->port, e->dmac, e->smac, d);
+				return outcome == MEP_FIB_FORWARDED ? MEP_FIB_CACHED : outcome;
+			}
+		}
+	}
 	rc = bpf_fib_lookup(ctx, f, sizeof(*f), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return rc > 0 && rc <= MEP_FIB_FRAG_NEEDED ? rc : MEP_FIB_NOT_FWDED;
@@ -127,15 +207,20 @@ static __always_inline __u32 fib_route(struct xdp_md *ctx, const struct pkt *p, 
 	out = mep_port_of.lookup(&egress);
 	if (!out || !out->index || out->role == MEP_ROLE_MIRROR)
 		return MEP_FIB_NOT_A_PORT;
-	if (mep_ports.redirect_map(out->index, 0) != XDP_REDIRECT)
-		return MEP_FIB_NOT_A_PORT;  /* an empty DEVMAP slot: the stack still has the route */
-	if (data + ETH_HLEN_BYTES > data_end)
-		return MEP_FIB_NOT_FWDED;
-	fib_decrease_ttl(ctx, p);
-	__builtin_memcpy(data, f->dmac, 6);
-	__builtin_memcpy(data + 6, f->smac, 6);
-	d->port = out->index;
-	return MEP_FIB_FORWARDED;
+	outcome = fib_send(ctx, p, out->index, f->dmac, f->smac, d);
+	if (outcome == MEP_FIB_FORWARDED && e) {
+		/* a longer frame of a live entry widens it; anything else starts it over */
+		e->max_len = same && e->max_len > f->tot_len ? e->max_len : f->tot_len;
+#pragma unroll
+		for (i = 0; i < MEP_FIB_KEY_WORDS; i++)
+			e->key[i] = key[i];
+		e->expires = now + MEP_FIB_CACHE_NS;
+		e->generation = generation;
+		e->port = out->index;
+		__builtin_memcpy(e->dmac, f->dmac, 6);
+		__builtin_memcpy(e->smac, f->smac, 6);
+	}
+	return outcome;
 }
 
 /* The action for a frame process() decided: a PASS without copies, arrived
@@ -160,9 +245,9 @@ static __always_inline int fib_forward(struct xdp_md *ctx, struct scratch *s, in
 	in = mep_port_of.lookup(&ifindex);
 	if (!in || !in->fib_forward)
 		return action;
-	outcome = fib_route(ctx, &s->p, &s->fib, &s->d);
+	outcome = fib_route(ctx, &s->p, &s->fib, s->fib_key, &s->d);
 	count(mep_fib_counters.lookup(&outcome), bytes);
-	return outcome == MEP_FIB_FORWARDED ? XDP_REDIRECT : XDP_PASS;
+	return outcome == MEP_FIB_FORWARDED || outcome == MEP_FIB_CACHED ? XDP_REDIRECT : XDP_PASS;
 }
 
 #endif /* MEP_FIB_H */

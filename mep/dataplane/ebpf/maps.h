@@ -59,6 +59,13 @@ BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_reason_counters, M
  * writer: the XDP program */
 BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_fib_counters, MEP_NFIB_OUTCOMES,
 		 MEP_PIN(mep_fib_counters));
+/* [0]: the generation of the kernel's routing state that mep_fib_cache entries must carry to be used; 0
+ * turns the cache off. Per load; writer: maps/fib.py (bumped on every rtnetlink notification that can
+ * change a lookup's answer, 0 when the engine closes) */
+BPF_ARRAY(mep_fib_gen, __u32, 1);
+/* hash of a FIB lookup's inputs -> what it answered (direct-mapped, per CPU; fib.h); per load, not pinned;
+ * writer: the XDP program */
+BPF_PERCPU_ARRAY(mep_fib_cache, struct fib_cache_entry, MEP_FIB_CACHE_SLOTS);
 /* port index -> ifindex (bpf_redirect_map); writer: maps/ports.py at load */
 BPF_DEVMAP(mep_ports, MEP_MAX_PORTS);
 /* ingress ifindex -> port index and role (an array: one load, where a hash

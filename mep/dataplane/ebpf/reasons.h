@@ -52,7 +52,7 @@
  * fib.h): forwarded in XDP, or to the stack and why. Counted in addition to
  * its reason; 1-8 are bpf_fib_lookup's own BPF_FIB_LKUP_RET_* codes. */
 #define MEP_FIB_OUTCOMES(X)                                                                                \
-	X(MEP_FIB_FORWARDED,     0, "forwarded in XDP to the next hop the kernel's FIB names")                  \
+	X(MEP_FIB_FORWARDED,     0, "forwarded in XDP to the next hop the kernel's FIB names (looked up)")      \
 	X(MEP_FIB_BLACKHOLE,     1, "to the stack: a blackhole route")                                          \
 	X(MEP_FIB_UNREACHABLE,   2, "to the stack: an unreachable route (the stack answers ICMP)")              \
 	X(MEP_FIB_PROHIBIT,      3, "to the stack: a prohibit route (the stack answers ICMP)")                  \
@@ -64,6 +64,7 @@
 	X(MEP_FIB_NOT_A_PORT,   16, "to the stack: the route leaves by an interface that is not a data-plane port") \
 	X(MEP_FIB_TTL,          17, "to the stack: its TTL or hop limit expires here (the stack answers ICMP)")   \
 	X(MEP_FIB_VLAN,         18, "to the stack: 802.1Q-tagged (a VLAN device of the stack routes it)")       \
-	X(MEP_FIB_LINK_GROUP,   19, "to the stack: to a multicast or broadcast MAC (link traffic, never forwarded)")
+	X(MEP_FIB_LINK_GROUP,   19, "to the stack: to a multicast or broadcast MAC (link traffic, never forwarded)") \
+	X(MEP_FIB_CACHED,       20, "forwarded in XDP to the next hop an earlier lookup named (mep_fib_cache)")
 
 #endif /* MEP_REASONS_H */

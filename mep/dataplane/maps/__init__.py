@@ -15,6 +15,7 @@ classifier.py          mep_addr4, mep_addr4_first, mep_addr_class, mep_value_cla
 ruleset.py             mep_rules, mep_rule_index, mep_sets, mep_state
 counters.py            mep_rule_counters, mep_reason_counters
 ports.py               mep_ports, mep_port_of, mep_mirrors
+fib.py                 mep_fib_gen (kept in step with the kernel's routing state); mep_fib_cache is the program's alone
 flows.py               mep_flows (written by the program; cleared here); the flow caches are the program's alone
 dns.py                 mep_dns, mep_dns_counters, mep_dns_cfg (the XDP DNS responder; docs/dns-xdp.md)
 =====================  ==========================================================

@@ -78,13 +78,15 @@ class Sizes:
     flow_cache_sets: int  # per CPU, a power of two; two flows a set
     dns_names: int = 64
     ports: int = 64
+    fib_cache_slots: int = 1  # per CPU (mep_fib_cache, ebpf/fib.h); one unless dataplane.fib_forward
 
     @classmethod
-    def from_capacity(cls, capacity: Capacity) -> "Sizes":
+    def from_capacity(cls, capacity: Capacity, *, fib_forward: bool = False) -> "Sizes":
         # Classes of all thirteen fields together: 1.54 per filter for the
         # notes' 10,000-rule mix (19,940 for 12,991 filters); 1.5 per filter
         # plus a margin, and a rule set that needs more is refused (CapacityError).
         vectors = capacity.filters + capacity.filters // 2 + 1024
+        flow_cache_sets = max(512, 1 << (max(1, capacity.flows // 2 // possible_cpus()).bit_length() - 1))
         return cls(
             rules=capacity.rules,
             filters=capacity.filters,
@@ -102,8 +104,11 @@ class Sizes:
             flows=capacity.flows,
             # The flow cache is per CPU: the configured flows spread over the
             # possible CPUs, two a set, rounded down to a power of two.
-            flow_cache_sets=max(512, 1 << (max(1, capacity.flows // 2 // possible_cpus()).bit_length() - 1)),
+            flow_cache_sets=flow_cache_sets,
             dns_names=capacity.dns_names,
+            # The FIB cache holds a forwarded flow's next hop (80 bytes): one slot per flow cache set,
+            # so a slot two flows share costs one of them a lookup now and then.
+            fib_cache_slots=flow_cache_sets if fib_forward else 1,
         )
 
     @property
@@ -150,6 +155,7 @@ def cflags(sizes: Sizes, pin_dir: Path, *, load_id: str = "0", debug: bool = Fal
         "MEP_ADDR4_STEPS": sizes.addr4.bit_length(),  # a binary search over at most addr4 intervals
         "MEP_FLOW_CAPACITY": sizes.flows,
         "MEP_FLOW_CACHE_BUCKETS": sizes.flow_cache_sets,
+        "MEP_FIB_CACHE_SLOTS": sizes.fib_cache_slots,
         "MEP_MAX_PORTS": sizes.ports,
         "MEP_VALUE_SPACE": VALUE_SPACE,
         "MEP_MAX_IFINDEX": MAX_IFINDEX,
