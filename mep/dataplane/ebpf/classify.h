@@ -560,14 +560,15 @@ static __always_inline __u64 hash_mult(const int i)
 	return 0xa0761d6478bd642fULL;
 }
 
-/* The set of a key: the top bits of the sum of each word times its own
+/* The slot of a key among `slots` (a power of two; the flow cache's sets,
+ * fib.h's FIB cache): the top bits of the sum of each word times its own
  * multiplier (vector multiply-shift hashing). The products are independent
  * (one multiply deep, where a chain of them was n deep), and the top bit of
  * a product depends on every bit of its word. The chained form this replaced
  * kept the index from the middle of the product, which no word's top 18 bits
  * reached: flows that differed only in destination port, or in the last two
  * octets of the destination, shared a set. */
-static __always_inline __u32 cache_set_index(const __u64 *key, const int n)
+static __always_inline __u32 hash_index(const __u64 *key, const int n, const __u32 slots)
 {
 	__u64 h = 0;
 	int i;
@@ -575,7 +576,12 @@ static __always_inline __u32 cache_set_index(const __u64 *key, const int n)
 #pragma unroll
 	for (i = 0; i < n; i++)
 		h += key[i] * hash_mult(i);
-	return (__u32)(((h >> 32) * MEP_FLOW_CACHE_BUCKETS) >> 32);  /* the top log2(sets) bits */
+	return (__u32)(((h >> 32) * slots) >> 32);  /* the top log2(slots) bits */
+}
+
+static __always_inline __u32 cache_set_index(const __u64 *key, const int n)
+{
+	return hash_index(key, n, MEP_FLOW_CACHE_BUCKETS);
 }
 
 /* The value of the way of `set` (ways of n key words and one value word)

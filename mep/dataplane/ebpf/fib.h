@@ -151,19 +151,6 @@ _Static_assert(__builtin_offsetof(struct bpf_fib_lookup, tot_len) == 6 &&
 	       __builtin_offsetof(struct bpf_fib_lookup, ipv6_dst) + 16 == MEP_FIB_KEY_WORDS * 8,
 	       "mep_fib_cache's key is the lookup's inputs but tot_len");
 
-/* The slot of key: the top bits of the sum of each word times its own
- * multiplier (as the flow cache's set, classify.h). */
-static __always_inline __u32 fib_slot(const __u64 *key)
-{
-	__u64 h = 0;
-	int i;
-
-#pragma unroll
-	for (i = 0; i < MEP_FIB_KEY_WORDS; i++)
-		h += key[i] * hash_mult(i);
-	return (__u32)(((h >> 32) * MEP_FIB_CACHE_SLOTS) >> 32);
-}
-
 /* Where the stack would send the frame, if that is a data-plane port: the
  * outcome, and on MEP_FIB_FORWARDED or MEP_FIB_CACHED the frame rewritten for
  * its next hop and the redirect set (d->port names the port). */
@@ -187,7 +174,7 @@ static __always_inline __u32 fib_route(struct xdp_md *ctx, const struct pkt *p, 
 		for (i = 0; i < MEP_FIB_KEY_WORDS; i++)
 			key[i] = ((const __u64 *)f)[i];
 		key[0] &= ~(0xffffULL << 48);  /* tot_len, bytes 6-7 */
-		idx = fib_slot(key);
+		idx = hash_index(key, MEP_FIB_KEY_WORDS, MEP_FIB_CACHE_SLOTS);
 		e = mep_fib_cache.lookup(&idx);
 		if (e) {
 #pragma unroll
