@@ -128,9 +128,10 @@ static __always_inline __u32 fib_send(struct xdp_md *ctx, const struct pkt *p, _
 	return MEP_FIB_FORWARDED;
 }
 
-/* The FIB cache. bpf_fib_lookup costs ~70-190 ns a frame here (policy
- * rules, the route trie, the neighbour table, through retpolined calls): as
- * much as the rest of forwarding a frame from XDP (docs/xdp.md). mep_fib_cache keeps,
+/* The FIB cache. bpf_fib_lookup costs ~95 ns a frame here (policy rules,
+ * the route trie, the neighbour table, through retpolined calls): test-run
+ * times a forwarded frame at 214 ns with the lookup, 119 ns with its cached
+ * answer (docs/xdp.md). mep_fib_cache keeps,
  * per CPU and direct-mapped by a multiplicative hash, the answer of each
  * lookup that forwarded, keyed by everything the lookup read (the first
  * six words of *f: family, protocol, ports, ingress ifindex, TOS or flow
