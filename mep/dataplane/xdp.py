@@ -524,7 +524,7 @@ class XdpEngine(Engine):
             "xdp_modes": dict(self._modes),
             "dns_responder": self._dns_on,
             "fib_forward": self._config.dataplane.fib_forward,
-            "fib_generation": self._fib.value if self._fib is not None else None,
+            "fib_generation": self.fib_generation(),
             "pin_dir": str(self._pin_dir),
             "capacity": {"rules": self._sizes.rules, "filters": self._sizes.filters,
                          "vectors": self._sizes.vectors, "vector_blocks": self._sizes.blocks,
@@ -592,9 +592,14 @@ class XdpEngine(Engine):
         return Result(verdict_e, reason_e, rule_id, tuple(outputs), reverse)
 
     def sync_fib(self) -> Optional[int]:
-        """Make every routing change already made reach the FIB cache (maps/fib.py); the generation
-        now in force, None without dataplane.fib_forward."""
-        return self._fib.sync() if self._fib is not None else None
+        """A new FIB cache generation (maps/fib.py): no forwarding answer cached before the call is used
+        again, so every routing change already made counts. The generation, None without
+        dataplane.fib_forward."""
+        return self._fib.bump() if self._fib is not None else None
+
+    def fib_generation(self) -> Optional[int]:
+        """The FIB cache generation in force (0: the cache is off), None without dataplane.fib_forward."""
+        return self._fib.value if self._fib is not None else None
 
     def flush_flows(self) -> None:
         """Forget every reverse flow (replies then take the stateless path). Cached classifications

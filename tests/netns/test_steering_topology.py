@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +27,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from mep.dataplane.links import in_netns, link
-from mep.dataplane.engine import PacketBytes
+from mep.dataplane.engine import PacketBytes, Result
 from mep.dataplane.reasons import FibOutcome, Reason, Verdict
 from mep.dataplane.ruleset import PORT_STACK
 from mep.dataplane.xsk import PROG_NAME, attached_program
@@ -166,7 +167,9 @@ def test_fib_forward_takes_pass_frames_to_the_dn_without_the_stack(lab: EngineLa
     after = fib_counts(lab)
     looked_up, cached = (after.get(o, 0) - before.get(o, 0) for o in (FibOutcome.FORWARDED, FibOutcome.CACHED))
     assert looked_up + cached >= 300
-    assert cached >= 300 - 2, (looked_up, cached)  # one flow: looked up once per CPU, then cached
+    # one flow: looked up once per CPU, then cached (again after each bump of the generation, which
+    # the kernel's own neighbour discovery in the lab's namespace may cause)
+    assert cached >= 270, (looked_up, cached)
     assert stack_forwarded(lab) == stack_before  # the topology's neighbours are static: none went the slow way
 
 
@@ -184,17 +187,30 @@ def test_fib_forward_rewrites_as_the_stack_would(lab: EngineLab) -> None:
 
     want = frame(63)
     want[Ether].src, want[Ether].dst = ADDR.mep_dn_mac, ADDR.dn_mac
-    counted = fib_counts(lab)
-    lab.engine.sync_fib()  # a new generation: nothing cached
-    for _ in range(2):  # looked up, then the cached answer: the same bytes
-        result = lab.engine.process(bytes(frame(64)), n6)
+    # looked up, then the cached answer: the same bytes; a TTL of 1 to the stack
+    results = in_one_generation(lab, [bytes(frame(64)), bytes(frame(64)), bytes(frame(1))], n6)
+    for result, _ in results[:2]:
         assert (result.verdict, result.reason) == (Verdict.PASS, Reason.PASS_NO_MATCH)
         assert [(o.port, o.frame) for o in result.outputs] == [(dn, bytes(want))]
-    result = lab.engine.process(bytes(frame(1)), n6)
-    assert [(o.port, o.frame) for o in result.outputs] == [(PORT_STACK, bytes(frame(1)))]
-    after = fib_counts(lab)
-    for outcome in (FibOutcome.FORWARDED, FibOutcome.CACHED, FibOutcome.TTL):
-        assert after[outcome] == counted.get(outcome, 0) + 1, outcome.name
+    assert [(o.port, o.frame) for o in results[2][0].outputs] == [(PORT_STACK, bytes(frame(1)))]
+    assert [outcome for _, outcome in results] == [FibOutcome.FORWARDED, FibOutcome.CACHED, FibOutcome.TTL]
+
+
+def in_one_generation(lab: EngineLab, frames: list[bytes], ingress: int) -> list[tuple[Result, FibOutcome]]:
+    """Each frame's result and FIB outcome, all in one new FIB cache generation (nothing cached at the
+    start). Tried again when the generation moved meanwhile: the kernel's own neighbour discovery in
+    the lab's namespace may bump it at any time."""
+    for _ in range(5):
+        generation = lab.engine.sync_fib()
+        results = []
+        for frame in frames:
+            before = fib_counts(lab)
+            result = lab.engine.process(frame, ingress)
+            (outcome,) = [o for o, n in fib_counts(lab).items() if n != before.get(o, 0)]
+            results.append((result, outcome))
+        if lab.engine.fib_generation() == generation:
+            return results
+    raise AssertionError("the FIB cache generation moved during each of five tries")
 
 
 def test_fib_cache_follows_the_kernels_changes(lab: EngineLab) -> None:
@@ -204,31 +220,31 @@ def test_fib_cache_follows_the_kernels_changes(lab: EngineLab) -> None:
     lab.apply([STEER_HTTP])
     n6, dn = (next(i for i, p in enumerate(MEP_PORTS, start=1) if p["name"] == name) for name in ("n6", "dn"))
 
-    def send(size: int) -> tuple[list[int], bytes, FibOutcome]:
-        before = fib_counts(lab)
-        frame = (Ether(src=ADDR.upf_n6_mac, dst=ADDR.mep_n6_mac) / IP(src=ADDR.ue1, dst=ADDR.server)
-                 / UDP(sport=40100, dport=9400) / Raw(b"c" * size))
-        outputs = lab.engine.process(bytes(frame), n6).outputs
-        (outcome,) = [o for o, n in fib_counts(lab).items() if n != before.get(o, 0)]
-        return [o.port for o in outputs], outputs[0].frame[:6], outcome
+    def frame(size: int) -> bytes:
+        return bytes(Ether(src=ADDR.upf_n6_mac, dst=ADDR.mep_n6_mac) / IP(src=ADDR.ue1, dst=ADDR.server)
+                     / UDP(sport=40100, dport=9400) / Raw(b"c" * size))
+
+    def sent(frames: list[bytes]) -> list[tuple[list[int], str, str]]:
+        """Per frame: its ports, its destination MAC, its FIB outcome."""
+        return [([o.port for o in r.outputs], r.outputs[0].frame[:6].hex(":"), outcome.name)
+                for r, outcome in in_one_generation(lab, frames, n6)]
 
     moved = "02:00:00:00:0d:0e"
-    generation = lab.engine.sync_fib()
-    assert send(100) == ([dn], bytes.fromhex(ADDR.dn_mac.replace(":", "")), FibOutcome.FORWARDED)
-    assert send(100)[2] == FibOutcome.CACHED
+    assert sent([frame(100)] * 2) == [([dn], ADDR.dn_mac, "FORWARDED"), ([dn], ADDR.dn_mac, "CACHED")]
     try:
+        # the listener hears the change by itself: the next frame is looked up again
+        generation = lab.engine.fib_generation()
         lab.topo.run("mep", ["ip", "neigh", "replace", ADDR.dn_gw, "lladdr", moved, "dev", "dn", "nud", "permanent"],
                      check=True)
-        assert lab.engine.sync_fib() != generation
-        assert send(100) == ([dn], bytes.fromhex(moved.replace(":", "")), FibOutcome.FORWARDED)
-        assert send(100)[2] == FibOutcome.CACHED
+        started = time.monotonic()
+        while lab.engine.fib_generation() == generation and time.monotonic() - started < 2.0:
+            time.sleep(0.001)
+        assert lab.engine.fib_generation() != generation
+        assert sent([frame(100)] * 2) == [([dn], moved, "FORWARDED"), ([dn], moved, "CACHED")]
         lab.topo.run("mep", ["ip", "route", "replace", ADDR.servers, "via", ADDR.dn_gw, "mtu", "lock", "300"],
                      check=True)
-        lab.engine.sync_fib()
-        assert send(100)[2] == FibOutcome.FORWARDED
-        assert send(100)[2] == FibOutcome.CACHED
-        assert send(400) == ([PORT_STACK], bytes.fromhex(ADDR.mep_n6_mac.replace(":", "")), FibOutcome.FRAG_NEEDED)
-        assert send(100)[2] == FibOutcome.CACHED
+        assert [outcome for _, _, outcome in sent([frame(100), frame(100), frame(400), frame(100)])] == \
+            ["FORWARDED", "CACHED", "FRAG_NEEDED", "CACHED"]
     finally:
         lab.topo.run("mep", ["ip", "route", "replace", ADDR.servers, "via", ADDR.dn_gw], check=True)
         lab.topo.run("mep", ["ip", "neigh", "replace", ADDR.dn_gw, "lladdr", ADDR.dn_mac, "dev", "dn", "nud",

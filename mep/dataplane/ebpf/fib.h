@@ -131,11 +131,11 @@ static __always_inline __u32 fib_send(struct xdp_md *ctx, const struct pkt *p, _
 /* The FIB cache. bpf_fib_lookup costs ~95 ns a frame here (policy rules,
  * the route trie, the neighbour table, through retpolined calls): test-run
  * times a forwarded frame at 214 ns with the lookup, 119 ns with its cached
- * answer (docs/xdp.md). mep_fib_cache keeps,
- * per CPU and direct-mapped by a multiplicative hash, the answer of each
- * lookup that forwarded, keyed by everything the lookup read (the first
- * six words of *f: family, protocol, ports, ingress ifindex, TOS or flow
- * label, addresses; all but tot_len). An entry answers while
+ * answer (docs/xdp.md). mep_fib_cache keeps, per CPU and direct-mapped by a
+ * multiplicative hash, the answer of each lookup that forwarded, keyed by
+ * everything the lookup read (the first six words of *f: family, protocol,
+ * ports, ingress ifindex, TOS or flow label, addresses; all but tot_len).
+ * An entry answers while
  *   - mep_fib_gen holds the generation it was looked up in: maps/fib.py
  *     bumps it on every rtnetlink notification of the namespace that can
  *     change an answer (links, addresses, routes, rules, neighbours,

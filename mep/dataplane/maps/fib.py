@@ -70,20 +70,12 @@ class FibGeneration:
         """The generation the program's cache entries must carry now (0: the cache is off)."""
         return self._value
 
-    def sync(self) -> int:
-        """Bump now if a notification is waiting; returns the generation.
-
-        The kernel queues a change's notification before the call that made
-        it returns (`ip route add` ...), so after sync() no answer cached
-        before that change is used again."""
-        with self._lock:
-            if self._drain():
-                self._bump_locked()
-            return self._value
-
     def bump(self) -> int:
-        """A new generation: every cached answer is stale. Returns it."""
+        """A new generation, the notifications waiting read first: no answer cached before this call
+        is used again, whatever changed before it (the kernel queues a change's notification before
+        the call that made it returns). Returns the generation."""
         with self._lock:
+            self._drain()
             return self._bump_locked()
 
     def _bump_locked(self) -> int:
@@ -113,7 +105,9 @@ class FibGeneration:
             ready, _, _ = select.select([self._sock.fileno(), self._wake_r], [], [])
             if self._wake_r in ready:
                 return
-            self.sync()  # the read and the bump under one lock: sync() in another thread waits for both
+            with self._lock:  # the read and the bump together: bump() in another thread waits for both
+                if self._drain():
+                    self._bump_locked()
 
     def close(self) -> None:
         """Stop listening and turn the cache off (the program may stay attached without a listener)."""
