@@ -211,13 +211,21 @@ static __always_inline __u32 fib_route(struct xdp_md *ctx, const struct pkt *p, 
 	return outcome;
 }
 
+/* The frame arrived on a port with dataplane.fib_forward. */
+static __always_inline int fib_port(const struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct port_val *in = mep_port_of.lookup(&ifindex);
+
+	return in && in->fib_forward;
+}
+
 /* The action for a frame process() decided: a PASS without copies, arrived
  * on a port with fib_forward, goes to its next hop here when fib_route()
  * can take it; anything else keeps `action`. */
 static __always_inline int fib_forward(struct xdp_md *ctx, struct scratch *s, int action, __u64 bytes)
 {
-	__u32 ifindex = ctx->ingress_ifindex, outcome;
-	struct port_val *in;
+	__u32 outcome;
 
 	if (action != XDP_PASS)
 		return action;
@@ -230,8 +238,7 @@ static __always_inline int fib_forward(struct xdp_md *ctx, struct scratch *s, in
 	default:
 		return action;  /* not IP, not a user packet, for the DNS responder, or copies to make */
 	}
-	in = mep_port_of.lookup(&ifindex);
-	if (!in || !in->fib_forward)
+	if (!fib_port(ctx))
 		return action;
 	outcome = fib_route(ctx, &s->p, &s->fib, s->fib_key, &s->d);
 	count(mep_fib_counters.lookup(&outcome), bytes);

@@ -6,9 +6,10 @@
  * every path leaves through finish() (counters.h), which counts the
  * decision and writes struct mep_meta in front of the frame.
  * Classification is a flow cache lookup here; on a miss mep_xdp tail-calls
- * mep_xdp_classify(), which scans the tables, writes the cache entry and the
- * result into the per-CPU scratch and tail-calls mep_xdp again: that second
- * pass acts on the result, on the frame the first pass parsed. The scan,
+ * mep_xdp_classify(), which scans the tables and writes the cache entry; it
+ * ends a DROP or PASS itself, and for the other results leaves the result in
+ * the per-CPU scratch and tail-calls mep_xdp again: that second pass acts on
+ * the result, on the frame the first pass parsed. The scan,
  * whose verification grows with the filter count (docs/classifier.md), is
  * thereby verified in a program of its own, apart from everything else.
  * mep_xdp_dns() is the tail-call target for queries to the DNS responder.
@@ -110,6 +111,32 @@ static __always_inline int make_copy(struct xdp_md *ctx, const struct port_val *
 	return action;
 }
 
+/* What a classification decides (result: a flow cache value) without
+ * touching the frame: no rule (the set's default), DROP, PASSTHROUGH; -1,
+ * with *rule, for the actions that build or copy frames (act()). Shared by
+ * mep_xdp and mep_xdp_classify, which finishes these itself. */
+static __always_inline int decide(const struct set_cfg *cfg, __u32 half, const struct flow_cache_val *result,
+				  struct decision *d, struct rule_val **rule)
+{
+	struct rule_val *r;
+
+	if (!result->slot_plus1)
+		return cfg->default_drop ? drop(d, MEP_DROP_NO_MATCH) : pass(d, MEP_PASS_NO_MATCH);
+	r = rule_at(half, result->slot_plus1 - 1);
+	if (!r)
+		return drop(d, MEP_DROP_INTERNAL);
+	decide_rule(d, r, result->reverse);
+	switch (r->action) {
+	case MEP_ACTION_DROP:
+		return drop(d, MEP_DROP_RULE);
+	case MEP_ACTION_PASSTHROUGH:
+		return pass(d, MEP_PASS_RULE);
+	}
+	*rule = r;
+	return -1;
+}
+
+/* The actions decide() leaves: DUPLICATE_* and FORWARD_*. */
 static __always_inline int act(struct xdp_md *ctx, struct scratch *s, struct rule_val *rule, __u8 reverse,
 			       const struct port_val *in, struct decision *d)
 {
@@ -117,13 +144,7 @@ static __always_inline int act(struct xdp_md *ctx, struct scratch *s, struct rul
 	const struct target_val *t;
 	int rc, k;
 
-	decide_rule(d, rule, reverse);
-	switch (rule->action) {
-	case MEP_ACTION_DROP:
-		return drop(d, MEP_DROP_RULE);
-	case MEP_ACTION_PASSTHROUGH:
-		return pass(d, MEP_PASS_RULE);
-	case MEP_ACTION_DUPLICATE:
+	if (rule->action == MEP_ACTION_DUPLICATE) {
 #pragma unroll
 		for (k = 0; k < 2; k++) {
 			if (k < rule->ntargets && !target_feasible(&rule->t[k], p))
@@ -212,11 +233,9 @@ static __always_inline int process(struct xdp_md *ctx, struct scratch *s, struct
 		}
 		result = *hit;
 	}
-	if (!result.slot_plus1)
-		return cfg->default_drop ? drop(d, MEP_DROP_NO_MATCH) : pass(d, MEP_PASS_NO_MATCH);
-	rule = rule_at(half, result.slot_plus1 - 1);
-	if (!rule)
-		return drop(d, MEP_DROP_INTERNAL);
+	rc = decide(cfg, half, &result, d, &rule);
+	if (rc >= 0)
+		return rc;
 	return act(ctx, s, rule, result.reverse, in, d);
 }
 
@@ -239,7 +258,10 @@ int mep_xdp(struct xdp_md *ctx)
 /* One scan of a flow cache miss (classify_scan(): dir 0 forward, 1 the
  * reverse of FLOW rules), in the half mep_xdp chose; then, unless the
  * reverse scan is still to come (mep_xdp_classify_rev, tail-called), the
- * cache learns the result and mep_xdp runs again to act on the hit. */
+ * cache learns the result, and a verdict decide() reaches without the frame
+ * ends here; for the rest mep_xdp runs again to act on the result (a PASS
+ * too on a port that forwards through the FIB, fib.h). Finishing here
+ * saves a DROP or PASS the second pass (docs/classifier.md). */
 static __always_inline int classify_step(struct xdp_md *ctx, const int dir)
 {
 	struct decision d = {};
@@ -247,7 +269,9 @@ static __always_inline int classify_step(struct xdp_md *ctx, const int dir)
 	struct scratch *s = get_scratch();
 	__u32 zero = 0, half;
 	struct state_val *st = mep_state.lookup(&zero);
+	struct rule_val *rule;
 	struct set_cfg *cfg;
+	int action;
 
 	d.reason = MEP_DROP_INTERNAL;
 	if (!s || !st)
@@ -266,9 +290,14 @@ static __always_inline int classify_step(struct xdp_md *ctx, const int dir)
 		}
 	}
 	classify_miss(half, &s->p, &s->cache, &s->fv, &s->cls_result);
+	action = decide(cfg, half, &s->cls_result, &d, &rule);
+	if (action == XDP_DROP || (action == XDP_PASS && !fib_port(ctx)))
+		return finish(ctx, &d, bytes, action);
 	s->cls_pending = 1;
 	mep_progs.call(ctx, MEP_PROG_XDP);
 	s->cls_pending = 0;  /* mep_xdp is not in mep_progs */
+	d.has_rule = 0;
+	d.reason = MEP_DROP_INTERNAL;
 	return finish(ctx, &d, bytes, XDP_DROP);
 }
 
