@@ -94,11 +94,16 @@ struct addr4_iv {
 	__u32 cls;
 };
 
-/* mep_addr4: a half's IPv4 intervals, every address field's in turn from
- * its set_cfg.addr4_start. One map value a half, as mep_value_class and
+/* mep_addr4: a half's IPv4 index (tables.ipv4_index): per address field
+ * its first level, whose entry b is the first interval that may hold the
+ * addresses of bucket b (one entry more a field: the end of the last), then
+ * the intervals, every address field's in turn from its
+ * set_cfg.addr4_start. One map value a half, as mep_value_class and
  * mep_vec_blocks, memory-mapped by the writer: an array map rounds each
- * element up to 8 bytes, twice a u32's size. */
-struct addr4_rows {
+ * element up to 8 bytes, twice a u32's size, and the first level read in
+ * the value looked up for the intervals saves two lookups a field. */
+struct addr4_index {
+	__u32 first[4 * (MEP_ADDR4_BUCKETS + 1)];
 	__u8 bytes[MEP_MAX_ADDR4 * 12];  /* struct addr4_iv iv[] (see vec_pool; bcc cannot describe a sizeof here) */
 };
 _Static_assert(sizeof(struct addr4_iv) == 12, "mep_addr4 rows are 12 bytes");

@@ -129,7 +129,7 @@ static __always_inline __u32 value_base(int field)
 }
 
 /* Interval i of the address field whose intervals start at `row` of the half's rows. */
-static __always_inline const struct addr4_iv *addr4_at(const struct addr4_rows *rows, __u32 row, __u32 i)
+static __always_inline const struct addr4_iv *addr4_at(const struct addr4_index *rows, __u32 row, __u32 i)
 {
 	__u32 at = row + i;
 
@@ -143,27 +143,24 @@ static __always_inline const struct addr4_iv *addr4_at(const struct addr4_rows *
  * their ends (tables.ipv4_index) finds the one that may hold v. Branch-free
  * steps (the comparison as arithmetic), at most MEP_ADDR4_STEPS of them,
  * fewer as buckets are small. */
-static __always_inline __u32 addr4_class(__u32 half, const struct set_cfg *cfg, const struct addr4_rows *rows,
-				       __u32 field, __u32 v)
+static __always_inline __u32 addr4_class(const struct set_cfg *cfg, const struct addr4_index *rows, __u32 field,
+				       __u32 v)
 {
-	__u32 f = field & 3, row = cfg->addr4_start[f], b, key, first, count, i;
+	__u32 f = field & 3, row = cfg->addr4_start[f], b, first, count, i;
 	__u32 lo = cfg->addr4_lo[f];
 	const struct addr4_iv *iv;
-	__u32 *at, *next;
+	__u64 key;
 
 	if (!cfg->addr4_n[f] || v < lo || v > cfg->addr4_hi[f])
 		return 0;
 	b = (v - lo) >> (cfg->addr4_shift[f] & 31);
 	if (b >= MEP_ADDR4_BUCKETS)
 		return 0;
-	key = (half * 4 + f) * (MEP_ADDR4_BUCKETS + 1) + b;
-	at = mep_addr4_first.lookup(&key);
-	key += 1;
-	next = mep_addr4_first.lookup(&key);
-	if (!at || !next || *next < *at)
+	key = f * (MEP_ADDR4_BUCKETS + 1) + b;
+	first = rows->first[key];
+	if (rows->first[key + 1] < first)
 		return 0;
-	first = *at;
-	count = *next - first;
+	count = rows->first[key + 1] - first;
 	for (i = 0; i < MEP_ADDR4_STEPS; i++) {
 		__u32 step = count >> 1;
 
@@ -191,7 +188,7 @@ static __always_inline __u32 addr4_class(__u32 half, const struct set_cfg *cfg, 
 /* The class of an address field; class 0 (the field's open filters) when
  * absent or nothing matches. IPv4 through addr4_class(), IPv6 through the
  * LPM trie. */
-static __always_inline __u32 addr_class(__u32 half, const struct set_cfg *cfg, const struct addr4_rows *rows,
+static __always_inline __u32 addr_class(__u32 half, const struct set_cfg *cfg, const struct addr4_index *rows,
 					const struct pkt *p, const int field, const int reverse, struct field_values *fv)
 {
 	struct addr_class_key *key = &fv->class_key;
@@ -202,7 +199,7 @@ static __always_inline __u32 addr_class(__u32 half, const struct set_cfg *cfg, c
 	if (!family)
 		return 0;
 	if (family == 4)
-		return addr4_class(half, cfg, rows, field, bpf_ntohl(a->w[0]));
+		return addr4_class(cfg, rows, field, bpf_ntohl(a->w[0]));
 	key->family = family;
 	key->prefixlen = 24 + 128;
 	key->half = half;
@@ -281,7 +278,7 @@ static __always_inline void add_candidates(const struct set_cfg *cfg, struct fie
  * field gave it 2^13 paths). */
 static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const struct vec_index *vecs,
 				const struct vec_pool *pool, const struct value_classes *values,
-				const struct addr4_rows *rows, const struct pkt *p, const int reverse,
+				const struct addr4_index *rows, const struct pkt *p, const int reverse,
 				struct field_values *fv, const struct vec *only, __u32 *bit)
 {
 	const struct vec *v[MEP_NFIELDS], *ones = vector_at(vecs, MEP_ALL_ONES_VECTOR);
@@ -414,7 +411,7 @@ static __always_inline void classify_scan(__u32 half, const struct set_cfg *cfg,
 	const struct vec_index *vecs = mep_vectors.lookup(&half);
 	const struct vec_pool *pool = mep_vec_blocks.lookup(&half);
 	const struct value_classes *values = mep_value_class.lookup(&half);
-	const struct addr4_rows *rows = mep_addr4.lookup(&half);
+	const struct addr4_index *rows = mep_addr4.lookup(&half);
 	__u32 *bit = dir ? &fv->rev_bit : &fv->fwd_bit;
 	const struct vec *only;
 

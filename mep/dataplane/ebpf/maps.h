@@ -17,12 +17,9 @@
 BPF_TABLE_PINNED("array", u32, struct state_val, mep_state, 1, MEP_PIN(mep_state));
 /* per-half rule-set header; writer: maps/ruleset.py */
 BPF_TABLE_PINNED("array", u32, struct set_cfg, mep_sets, 2, MEP_PIN(mep_sets));
-/* half -> its IPv4 intervals and their classes, the address fields' in turn; memory-mapped by its writer;
- * writer: maps/classifier.py */
-BPF_TABLE_PINNED7("array", u32, struct addr4_rows, mep_addr4, 2, MEP_PIN(mep_addr4), BPF_F_MMAPABLE);
-/* (half * 4 + field) * (MEP_ADDR4_BUCKETS + 1) + b -> the first interval of bucket b of that field's
- * IPv4 first level (tables.ipv4_index); writer: maps/classifier.py */
-BPF_TABLE_PINNED("array", u32, u32, mep_addr4_first, 8 * (MEP_ADDR4_BUCKETS + 1), MEP_PIN(mep_addr4_first));
+/* half -> its IPv4 index: the address fields' first levels, then their intervals and classes; memory-mapped
+ * by its writer; writer: maps/classifier.py */
+BPF_TABLE_PINNED7("array", u32, struct addr4_index, mep_addr4, 2, MEP_PIN(mep_addr4), BPF_F_MMAPABLE);
 /* (half, field, family, prefix) -> class of src/dst/tunnel IPv6 addresses; writer: maps/classifier.py */
 BPF_TABLE_PINNED7("lpm_trie", struct addr_class_key, u32, mep_addr_class, MEP_MAX_PREFIXES,
 		  MEP_PIN(mep_addr_class), BPF_F_NO_PREALLOC);

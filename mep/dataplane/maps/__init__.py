@@ -10,7 +10,7 @@ maps and the rule set's four maps are only meaningful written together
 module                 maps
 =====================  ==========================================================
 abi.py                 (none: the shared numbers and the cflags)
-classifier.py          mep_addr4, mep_addr4_first, mep_addr_class, mep_value_class, mep_vectors,
+classifier.py          mep_addr4, mep_addr_class, mep_value_class, mep_vectors,
                        mep_vec_blocks, mep_filter_rule
 ruleset.py             mep_rules, mep_rule_index, mep_sets, mep_state
 counters.py            mep_rule_counters, mep_reason_counters

@@ -60,7 +60,7 @@ for _f in VALUE_FIELDS:
 VALUE_SPACE = _next
 # Words of a block of mep_vec_blocks (a cache line): class vectors and their summaries are stored as blocks
 BLOCK_WORDS = 8
-# Buckets of an address field's IPv4 first level (mep_addr4_first holds one more entry a field).
+# Buckets of an address field's IPv4 first level (mep_addr4 holds one more entry a field).
 ADDR4_BUCKETS = 1 << ADDR4_BUCKET_BITS
 
 

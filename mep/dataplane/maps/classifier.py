@@ -1,4 +1,4 @@
-"""Owner of the classifier maps: mep_addr4, mep_addr4_first, mep_addr_class, mep_value_class, mep_vectors,
+"""Owner of the classifier maps: mep_addr4, mep_addr_class, mep_value_class, mep_vectors,
 mep_vec_blocks, mep_filter_rule.
 
 ``ClassifierMaps.write(half, tables)`` makes one half of the double buffer
@@ -30,7 +30,7 @@ a half only while it is not in force: a packet never reads a block under
 change.
 
 Address classes: IPv4 as each address field's sorted intervals with their
-first level (tables.ipv4_index) in mep_addr4 / mep_addr4_first, the counts
+first level (tables.ipv4_index) in mep_addr4, the counts
 and bounds in ``Layout.addr4`` (mep_sets); IPv6 as prefixes in the LPM trie
 mep_addr_class.
 """
@@ -72,6 +72,8 @@ Encoded = tuple[Block, ...]
 _BLOCK_BYTES = 8 * BLOCK_WORDS
 _ZERO = bytes(_BLOCK_BYTES)
 _ROW = struct.Struct("<III")  # struct addr4_iv: lo, hi, class
+_FIRST = struct.Struct("<I")  # an entry of struct addr4_index's first level
+_ROWS_AT = len(ADDRESS_FIELDS) * (ADDR4_BUCKETS + 1) * _FIRST.size  # offsetof(struct addr4_index, bytes)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class _Half:
     blocks: "_Pool" = field(default_factory=lambda: _Pool())
     filter_rule: list[int] = field(default_factory=list)
     addr4: dict[int, Addr4Entry] = field(default_factory=dict)  # mep_addr4 index in the half -> entry
-    addr4_first: dict[int, int] = field(default_factory=dict)  # mep_addr4_first index in the half -> entry
+    addr4_first: dict[int, int] = field(default_factory=dict)  # first-level entry in the half -> first interval
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class Prepared:
     vectors: dict[int, Encoded]
     addr: dict[AddrEntry, int]
     addr4: dict[int, Addr4Entry]  # mep_addr4 index within a half -> IPv4 interval (used address fields)
-    addr4_first: dict[int, int]  # mep_addr4_first index within a half -> first interval of the bucket
+    addr4_first: dict[int, int]  # first-level entry (field's, then bucket) within a half -> its first interval
     serial: int = field(default_factory=lambda: next(_serials))  # names it for ``write``'s shortcut
 
 
@@ -209,7 +211,7 @@ def _addr_entries(tables: ClassifierTables, layout: Layout) -> dict[AddrEntry, i
 
 def _addr4_entries(indexes: dict[Field, Ipv4Index], starts: dict[Field, int]) -> tuple[dict[int, Addr4Entry],
                                                                                        dict[int, int]]:
-    """A half's mep_addr4 rows and mep_addr4_first entries (index within the half -> value) for these fields,
+    """A half's mep_addr4 rows and first-level entries (index within the half -> value) for these fields,
     each field's intervals from its row in ``starts``."""
     entries: dict[int, Addr4Entry] = {}
     firsts: dict[int, int] = {}
@@ -239,13 +241,12 @@ def _value_entries(tables: ClassifierTables, layout: Layout) -> dict[int, int]:
 class ClassifierMaps:
     """The classifier maps of one loaded program."""
 
-    MAPS = ("mep_addr4", "mep_addr4_first", "mep_addr_class", "mep_value_class", "mep_vectors", "mep_vec_blocks",
+    MAPS = ("mep_addr4", "mep_addr_class", "mep_value_class", "mep_vectors", "mep_vec_blocks",
             "mep_filter_rule")
 
     def __init__(self, bpf: Any, sizes: Sizes, *, contents_known: bool) -> None:
         self._addr = bpf["mep_addr_class"]
         self._addr4, self._addr4_stride = _mapped(bpf["mep_addr4"])
-        self._addr4_first = bpf["mep_addr4_first"]
         self._values, self._values_stride = _mapped(bpf["mep_value_class"])
         self._vectors, self._vectors_stride = _mapped(bpf["mep_vectors"])
         # struct vec: the indexes of its summaries' blocks padded to whole words, then of its own blocks, in
@@ -373,11 +374,10 @@ class ClassifierMaps:
         base = half * self._addr4_stride
         for i, entry in new.items():
             if old is None or old.get(i) != entry:
-                _ROW.pack_into(self._addr4, base + i * _ROW.size, *entry)
-        changed = sorted(i for i, start in new_first.items() if old_first is None or old_first.get(i) != start)
-        leaf = self._addr4_first.Leaf
-        self._batch(self._addr4_first, [half * len(ADDRESS_FIELDS) * (ADDR4_BUCKETS + 1) + i for i in changed],
-                    [leaf(new_first[i]) for i in changed])
+                _ROW.pack_into(self._addr4, base + _ROWS_AT + i * _ROW.size, *entry)
+        for i, start in new_first.items():
+            if old_first is None or old_first.get(i) != start:
+                _FIRST.pack_into(self._addr4, base + i * _FIRST.size, start)
 
     @staticmethod
     def _batch(table: Any, indexes: list[int], leaves: list[Any]) -> None:
