@@ -274,7 +274,7 @@ struct port_val {
 
 /* mep_fib_cache (fib.h): what a bpf_fib_lookup that forwarded answered, for
  * its inputs (key: the first MEP_FIB_KEY_WORDS words of struct
- * bpf_fib_lookup as fib_params() filled it, tot_len zeroed). An all-zero
+ * bpf_fib_lookup but tot_len, as fib_params() builds them). An all-zero
  * entry never matches: its generation is never mep_fib_gen's (0 turns the
  * cache off). */
 #define MEP_FIB_KEY_WORDS 6

@@ -31,14 +31,20 @@ static __always_inline const struct ip_info *routed_header(const struct pkt *p)
 	return p->tunnel ? &p->outer : &p->user;
 }
 
-/* The frame's routed header described in *f for
- * bpf_fib_lookup; an outcome other than MEP_FIB_FORWARDED when the stack
- * must handle the frame. */
-static __always_inline __u32 fib_params(struct xdp_md *ctx, const struct pkt *p, struct bpf_fib_lookup *f)
+/* The frame's routed header as the inputs of bpf_fib_lookup: key[] gets the
+ * first MEP_FIB_KEY_WORDS words of struct bpf_fib_lookup (family, protocol,
+ * ports, ingress ifindex, TOS or flow label, addresses) but tot_len, which
+ * goes to *tot_len; an outcome other than MEP_FIB_FORWARDED when the stack
+ * must handle the frame. Each word is computed in registers and stored
+ * whole: written field by field into a struct bpf_fib_lookup and read back
+ * as words for the cache, every word waited for the narrow stores under it
+ * (no store forwarding), as the flow cache key did (classify.h). */
+static __always_inline __u32 fib_params(struct xdp_md *ctx, const struct pkt *p, __u64 *key, __u16 *tot_len)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
 	const struct ip_info *ip = routed_header(p);
 	__u32 off = ip->off & MEP_MAX_OFF;
+	__u64 ports = 0;
 
 	if (data + ETH_HLEN_BYTES > data_end)
 		return MEP_FIB_NOT_FWDED;
@@ -46,13 +52,8 @@ static __always_inline __u32 fib_params(struct xdp_md *ctx, const struct pkt *p,
 		return MEP_FIB_LINK_GROUP;  /* ip_forward() and ip6_forward() take PACKET_HOST frames only */
 	if (p->has_vlan)
 		return MEP_FIB_VLAN;
-	__builtin_memset(f, 0, sizeof(*f));
-	f->ifindex = ctx->ingress_ifindex;
-	f->l4_protocol = ip->proto;
-	if (ip->has_ports) {
-		f->sport = bpf_htons(ip->sport);
-		f->dport = bpf_htons(ip->dport);
-	}
+	if (ip->has_ports)
+		ports = (__u64)bpf_htons(ip->sport) << 16 | (__u64)bpf_htons(ip->dport) << 32;
 	if (ip->family == 4) {
 		struct iphdr *iph = data + off;
 
@@ -60,27 +61,49 @@ static __always_inline __u32 fib_params(struct xdp_md *ctx, const struct pkt *p,
 			return MEP_FIB_NOT_FWDED;
 		if (iph->ttl <= 1)
 			return MEP_FIB_TTL;
-		f->family = AF_INET;
-		f->tos = iph->tos;
-		f->tot_len = bpf_ntohs(iph->tot_len);
-		f->ipv4_src = iph->saddr;
-		f->ipv4_dst = iph->daddr;
+		*tot_len = bpf_ntohs(iph->tot_len);
+		key[0] = AF_INET | (__u64)ip->proto << 8 | ports;
+		key[1] = ctx->ingress_ifindex | (__u64)iph->tos << 32;
+		key[2] = iph->saddr;
+		key[3] = 0;
+		key[4] = iph->daddr;
+		key[5] = 0;
 		return MEP_FIB_FORWARDED;
 	}
 	{
 		struct ipv6hdr *ip6 = data + off;
+		const __u32 *src, *dst;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return MEP_FIB_NOT_FWDED;
 		if (ip6->hop_limit <= 1)
 			return MEP_FIB_TTL;
-		f->family = AF_INET6;
-		f->flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
-		f->tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
-		__builtin_memcpy(f->ipv6_src, &ip6->saddr, 16);
-		__builtin_memcpy(f->ipv6_dst, &ip6->daddr, 16);
+		src = (const __u32 *)&ip6->saddr;
+		dst = (const __u32 *)&ip6->daddr;
+		*tot_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		key[0] = AF_INET6 | (__u64)ip->proto << 8 | ports;
+		key[1] = ctx->ingress_ifindex | (__u64)(*(__be32 *)ip6 & bpf_htonl(0x0fffffff)) << 32;
+		key[2] = src[0] | (__u64)src[1] << 32;
+		key[3] = src[2] | (__u64)src[3] << 32;
+		key[4] = dst[0] | (__u64)dst[1] << 32;
+		key[5] = dst[2] | (__u64)dst[3] << 32;
 	}
 	return MEP_FIB_FORWARDED;
+}
+
+/* The bpf_fib_lookup request of fib_params()'s inputs. */
+static __always_inline void fib_request(struct bpf_fib_lookup *f, const __u64 *key, __u16 tot_len)
+{
+	__u64 *w = (__u64 *)f;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < MEP_FIB_KEY_WORDS; i++)
+		w[i] = key[i];
+#pragma unroll
+	for (; i < sizeof(*f) / 8; i++)
+		w[i] = 0;
+	f->tot_len = tot_len;
 }
 
 /* One hop less, as ip_forward() and ip6_forward() count it; fib_params()
@@ -148,9 +171,16 @@ static __always_inline __u32 fib_send(struct xdp_md *ctx, const struct pkt *p, _
  *     check: a longer one is looked up, and counted FRAG_NEEDED if over). */
 #define MEP_FIB_CACHE_NS 1000000000ULL
 
-_Static_assert(__builtin_offsetof(struct bpf_fib_lookup, tot_len) == 6 &&
-	       __builtin_offsetof(struct bpf_fib_lookup, ipv6_dst) + 16 == MEP_FIB_KEY_WORDS * 8,
-	       "mep_fib_cache's key is the lookup's inputs but tot_len");
+_Static_assert(__builtin_offsetof(struct bpf_fib_lookup, l4_protocol) == 1 &&
+	       __builtin_offsetof(struct bpf_fib_lookup, sport) == 2 &&
+	       __builtin_offsetof(struct bpf_fib_lookup, dport) == 4 &&
+	       __builtin_offsetof(struct bpf_fib_lookup, tot_len) == 6 &&
+	       __builtin_offsetof(struct bpf_fib_lookup, ifindex) == 8 &&
+	       __builtin_offsetof(struct bpf_fib_lookup, flowinfo) == 12 &&
+	       __builtin_offsetof(struct bpf_fib_lookup, ipv6_src) == 16 &&
+	       __builtin_offsetof(struct bpf_fib_lookup, ipv6_dst) + 16 == MEP_FIB_KEY_WORDS * 8 &&
+	       sizeof(struct bpf_fib_lookup) % 8 == 0,
+	       "mep_fib_cache's key is the lookup's inputs but tot_len, as fib_params() builds them");
 
 /* Where the stack would send the frame, if that is a data-plane port: the
  * outcome, and on MEP_FIB_FORWARDED or MEP_FIB_CACHED the frame rewritten for
@@ -159,22 +189,20 @@ static __always_inline __u32 fib_route(struct xdp_md *ctx, const struct pkt *p, 
 				       __u64 *key, struct decision *d)
 {
 	struct fib_cache_entry *e = 0;
-	__u32 outcome = fib_params(ctx, p, f), egress, zero = 0, generation = 0, idx, *gen;
+	__u32 egress, zero = 0, generation = 0, idx, *gen, outcome;
 	__u64 now = 0, diff = 0;
 	struct port_val *out;
+	__u16 tot_len = 0;
 	int i, same = 0;
 	long rc;
 
+	outcome = fib_params(ctx, p, key, &tot_len);
 	if (outcome != MEP_FIB_FORWARDED)
 		return outcome;
 	gen = mep_fib_gen.lookup(&zero);
 	if (gen && *gen) {
 		generation = *gen;
 		now = bpf_ktime_get_coarse_ns();
-#pragma unroll
-		for (i = 0; i < MEP_FIB_KEY_WORDS; i++)
-			key[i] = ((const __u64 *)f)[i];
-		key[0] &= ~(0xffffULL << 48);  /* tot_len, bytes 6-7 */
 		idx = hash_index(key, MEP_FIB_KEY_WORDS, MEP_FIB_CACHE_SLOTS);
 		e = mep_fib_cache.lookup(&idx);
 		if (e) {
@@ -182,12 +210,13 @@ static __always_inline __u32 fib_route(struct xdp_md *ctx, const struct pkt *p, 
 			for (i = 0; i < MEP_FIB_KEY_WORDS; i++)
 				diff |= e->key[i] ^ key[i];
 			same = !diff && e->generation == generation && now < e->expires;
-			if (same && f->tot_len <= e->max_len) {
+			if (same && tot_len <= e->max_len) {
 				outcome = fib_send(ctx, p, e->port, e->dmac, e->smac, d);
 				return outcome == MEP_FIB_FORWARDED ? MEP_FIB_CACHED : outcome;
 			}
 		}
 	}
+	fib_request(f, key, tot_len);
 	rc = bpf_fib_lookup(ctx, f, sizeof(*f), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return rc > 0 && rc <= MEP_FIB_FRAG_NEEDED ? rc : MEP_FIB_NOT_FWDED;
@@ -198,7 +227,7 @@ static __always_inline __u32 fib_route(struct xdp_md *ctx, const struct pkt *p, 
 	outcome = fib_send(ctx, p, out->index, f->dmac, f->smac, d);
 	if (outcome == MEP_FIB_FORWARDED && e) {
 		/* a longer frame of a live entry widens it; anything else starts it over */
-		e->max_len = same && e->max_len > f->tot_len ? e->max_len : f->tot_len;
+		e->max_len = same && e->max_len > tot_len ? e->max_len : tot_len;
 #pragma unroll
 		for (i = 0; i < MEP_FIB_KEY_WORDS; i++)
 			e->key[i] = key[i];
