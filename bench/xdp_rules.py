@@ -14,7 +14,8 @@ every packet misses and writes its set of the full flow cache, evicting:
 a new-flow flood). Reported: mean over flows of
 ns/pkt, minus the floor (a program that only returns XDP_DROP, measured on
 the same flows in the same run). Each point is measured in --rounds rounds
-(5; each the floor, then the program); the round with the median net cost
+(5; each the floor, then the program), taken one round of every point at a
+time, so that a point's rounds lie minutes apart; the round with the median net cost
 is reported, min_net_ns is the least net cost of a round (the round least
 disturbed: noise only adds), and spread_ns is the range of the rounds' net
 costs: this VM has noisy minutes.
@@ -161,35 +162,48 @@ def main(argv: Optional[list[str]] = None) -> None:
             namespaces.append(make_ports_netns(f"mep-bench-{uuid.uuid4().hex[:6]}"))
             engines[mode] = XdpEngine(config, netns=namespaces[-1], extra_cflags=extra)
         with rcu_expedited(), pinned_cpu(args.cpu):
+            sets = []  # (rule count, rule set, filters, {position: its flows})
             for n in args.counts:
                 rs = ruleset(generate_rules(n, seed=n), capacity=capacity)
                 tables = build_tables(rs)
-                for (mode, engine), ns in zip(engines.items(), namespaces):
-                    engine.apply(rs)
-                    ifindex = engine._port_ifindex[1]
-                    for position in POSITIONS if n > 1 else ("top", "none"):
-                        frames = flows(rs, tables, position, args.flows, seed=n)
-                        if not frames:
-                            continue
-                        progress(f"{mode}: {n} rules, {position}: checking {len(frames)} flows")
-                        for frame, index in frames[:256]:
-                            r = engine.process(frame, 1)
-                            want = 0 if index < 0 else rs.rules[index].rule_id
-                            assert r.rule_id == want and r.verdict.name in ("DROP", "PASS"), (n, position, r)
-                        engine.apply(rs)  # a fresh generation: the checks above leave nothing cached, no metadata
-                        with in_netns(ns):
-                            if mode == "new flow":  # fill the LRU so every insert evicts
-                                for frame, _ in frames[:64]:
-                                    prog_test_run(engine._xdp_fn.fd, frame, ingress_ifindex=ifindex, repeat=1100)
-                            runs = [(measure(floor_fd, frames, ifindex, args.repeat),
-                                     measure(engine._xdp_fn.fd, frames, ifindex, args.repeat))
-                                    for _ in range(args.rounds)]
-                        floor, took = min(runs, key=lambda r: abs(r[1] - r[0] - median_net(runs)))
-                        report.add(cache=mode, rules=n, filters=tables.nfilters, position=position, flows=len(frames),
-                                   ns_per_pkt=round(took, 1), floor_ns=round(floor, 1), net_ns=round(took - floor, 1),
-                                   min_net_ns=round(min(t - f for f, t in runs), 1),
-                                   spread_ns=round(max(t - f for f, t in runs) - min(t - f for f, t in runs), 1))
-                        progress(f"  {took - floor:.0f} ns above the floor ({floor:.0f} ns)")
+                positions = {position: flows(rs, tables, position, args.flows, seed=n)
+                             for position in (POSITIONS if n > 1 else ("top", "none"))}
+                sets.append((n, rs, tables.nfilters, {p: f for p, f in positions.items() if f}))
+            runs: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
+            # Round by round over every point, not a point's rounds back to back: this VM's slow spells last
+            # minutes, and a point's rounds spread over the whole run rarely all fall into one.
+            for rnd in range(1, args.rounds + 1):
+                progress(f"round {rnd} of {args.rounds}")
+                for n, rs, _, positions in sets:
+                    for (mode, engine), ns in zip(engines.items(), namespaces):
+                        engine.apply(rs)
+                        ifindex = engine._port_ifindex[1]
+                        for position, frames in positions.items():
+                            if rnd == 1:
+                                progress(f"{mode}: {n} rules, {position}: checking {len(frames)} flows")
+                                for frame, index in frames[:256]:
+                                    r = engine.process(frame, 1)
+                                    want = 0 if index < 0 else rs.rules[index].rule_id
+                                    assert r.rule_id == want and r.verdict.name in ("DROP", "PASS"), (n, position, r)
+                                engine.apply(rs)  # a fresh generation: the checks leave nothing cached, no metadata
+                            with in_netns(ns):
+                                if mode == "new flow":  # fill the flow cache's sets so that every insert evicts
+                                    for frame, _ in frames[:64]:
+                                        prog_test_run(engine._xdp_fn.fd, frame, ingress_ifindex=ifindex, repeat=1100)
+                                runs.setdefault((mode, n, position), []).append(
+                                    (measure(floor_fd, frames, ifindex, args.repeat),
+                                     measure(engine._xdp_fn.fd, frames, ifindex, args.repeat)))
+                            floor, took = runs[(mode, n, position)][-1]
+                            progress(f"  {mode}, {n} rules, {position}: {took - floor:.0f} ns above the floor "
+                                     f"({floor:.0f} ns)")
+            nfilters = {n: filters for n, _, filters, _ in sets}
+            nflows = {(n, p): len(f) for n, _, _, positions in sets for p, f in positions.items()}
+            for (mode, n, position), point in runs.items():
+                floor, took = min(point, key=lambda r: abs(r[1] - r[0] - median_net(point)))
+                report.add(cache=mode, rules=n, filters=nfilters[n], position=position, flows=nflows[(n, position)],
+                           ns_per_pkt=round(took, 1), floor_ns=round(floor, 1), net_ns=round(took - floor, 1),
+                           min_net_ns=round(min(t - f for f, t in point), 1),
+                           spread_ns=round(max(t - f for f, t in point) - min(t - f for f, t in point), 1))
     finally:
         for engine in engines.values():
             engine.detach(unpin=True)
