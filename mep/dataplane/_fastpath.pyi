@@ -42,6 +42,7 @@ class Core:
     def cache_stats(self) -> tuple[int, int, int]: ...
 
 XSK_RX_MAX_FRAME: int
+XSK_BUSY_WAIT_S: float
 
 class Io:
     """AF_PACKET rings and AF_XDP sockets of the data-plane ports and the loop serving them."""

@@ -28,6 +28,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 import os
+import time
 
 cdef extern from *:
     """
@@ -1895,6 +1896,7 @@ cdef enum:
 
 
 XSK_RX_MAX_FRAME = XSK_CHUNK - XSK_HEADROOM  # the largest frame an AF_XDP receive chunk holds (copy mode)
+XSK_BUSY_WAIT_S = 1.0  # Io.open_port: how long an AF_XDP bind answered EBUSY is tried again (a queue's last socket closing)
 
 
 cdef inline void cbpf(sock_filter* insn, uint16_t code, uint8_t jt, uint8_t jf, uint32_t k) noexcept nogil:
@@ -2310,6 +2312,15 @@ cdef class Io:
             self._close_port(port)
             raise ValueError(f"xsk_rx_chunks {xsk_rx_chunks} is not a power of two")
         rc = open_xsk(&port.xsk, ifindex, xsk_rx_chunks)
+        # EBUSY: another socket holds the queue. One closed just before (the engine before this one, a
+        # restart) holds it until a kernel work item releases its buffer pool, after the XSKMAP that
+        # referred to it is freed, itself deferred: a bind within those few ms fails. Wait that out,
+        # bounded; a socket still open elsewhere keeps the queue, and this port falls back below.
+        deadline = time.monotonic() + XSK_BUSY_WAIT_S
+        while rc == -EBUSY and time.monotonic() < deadline:
+            close_xsk(&port.xsk)
+            time.sleep(0.01)
+            rc = open_xsk(&port.xsk, ifindex, xsk_rx_chunks)
         if rc < 0 and xsk_rx_chunks:  # cannot receive: try to send at least
             close_xsk(&port.xsk)
             port.xsk.rx_error = -rc
