@@ -196,14 +196,15 @@ def main(argv: Optional[list[str]] = None) -> None:
                             floor, took = runs[(mode, n, position)][-1]
                             progress(f"  {mode}, {n} rules, {position}: {took - floor:.0f} ns above the floor "
                                      f"({floor:.0f} ns)")
-            nfilters = {n: filters for n, _, filters, _ in sets}
-            nflows = {(n, p): len(f) for n, _, _, positions in sets for p, f in positions.items()}
-            for (mode, n, position), point in runs.items():
-                floor, took = min(point, key=lambda r: abs(r[1] - r[0] - median_net(point)))
-                report.add(cache=mode, rules=n, filters=nfilters[n], position=position, flows=nflows[(n, position)],
-                           ns_per_pkt=round(took, 1), floor_ns=round(floor, 1), net_ns=round(took - floor, 1),
-                           min_net_ns=round(min(t - f for f, t in point), 1),
-                           spread_ns=round(max(t - f for f, t in point) - min(t - f for f, t in point), 1))
+            for n, _, filters, positions in sets:
+                for mode in engines:
+                    for position, frames in positions.items():
+                        point = runs[(mode, n, position)]
+                        floor, took = min(point, key=lambda r: abs(r[1] - r[0] - median_net(point)))
+                        report.add(cache=mode, rules=n, filters=filters, position=position, flows=len(frames),
+                                   ns_per_pkt=round(took, 1), floor_ns=round(floor, 1),
+                                   net_ns=round(took - floor, 1), min_net_ns=round(min(t - f for f, t in point), 1),
+                                   spread_ns=round(max(t - f for f, t in point) - min(t - f for f, t in point), 1))
     finally:
         for engine in engines.values():
             engine.detach(unpin=True)
