@@ -128,61 +128,51 @@ static __always_inline __u32 value_base(int field)
 	return 0;
 }
 
-/* Interval i of the address field whose intervals start at `row` of the half's rows. */
-static __always_inline const struct addr4_iv *addr4_at(const struct addr4_index *rows, __u32 row, __u32 i)
-{
-	__u32 at = row + i;
-
-	if (at >= MEP_MAX_ADDR4)
-		return 0;
-	return (const struct addr4_iv *)rows->bytes + at;
-}
-
 /* The class of IPv4 address v (host order) in address field `field`: the
  * first level names the few intervals of v's bucket, a binary search over
  * their ends (tables.ipv4_index) finds the one that may hold v. Branch-free
  * steps (the comparison as arithmetic), at most MEP_ADDR4_STEPS of them,
- * fewer as buckets are small. */
+ * fewer as buckets are small. The arithmetic is 64-bit: bcc compiles for
+ * BPF v1, which has no 32-bit ALU, and each 32-bit step cost two shifts to
+ * truncate (~2-3 ns a miss at 1,000 rules). */
 static __always_inline __u32 addr4_class(const struct set_cfg *cfg, const struct addr4_index *rows, __u32 field,
-				       __u32 v)
+				       __u32 addr)
 {
-	__u32 f = field & 3, row = cfg->addr4_start[f], b, first, count, i;
-	__u32 lo = cfg->addr4_lo[f];
-	const struct addr4_iv *iv;
-	__u64 key;
+	const struct addr4_iv *iv = (const struct addr4_iv *)rows->bytes;
+	__u64 f = field & 3, v = addr, lo = cfg->addr4_lo[f], n = cfg->addr4_n[f], row = cfg->addr4_start[f];
+	__u64 b, key, first, end, count, i;
 
-	if (!cfg->addr4_n[f] || v < lo || v > cfg->addr4_hi[f])
+	if (!n || v < lo || v > cfg->addr4_hi[f])
 		return 0;
 	b = (v - lo) >> (cfg->addr4_shift[f] & 31);
 	if (b >= MEP_ADDR4_BUCKETS)
 		return 0;
 	key = f * (MEP_ADDR4_BUCKETS + 1) + b;
 	first = rows->first[key];
-	if (rows->first[key + 1] < first)
+	end = rows->first[key + 1];
+	if (end < first)
 		return 0;
-	count = rows->first[key + 1] - first;
+	count = end - first;
+	first += row;  /* from here a row of the half's intervals */
 	for (i = 0; i < MEP_ADDR4_STEPS; i++) {
-		__u32 step = count >> 1;
+		__u64 step = count >> 1, at = first + step - 1;
 
 		if (count <= 1)
 			break;
-		iv = addr4_at(rows, row, first + step - 1);
-		if (!iv)
+		if (at >= MEP_MAX_ADDR4)
 			return 0;
 		/* that interval ends before v: the answer is past it */
-		first += step * (__u32)(((__u64)iv->hi - v) >> 63);
+		first += step * (((__u64)iv[at].hi - v) >> 63);
 		count -= step;
 	}
 	if (count) {
-		iv = addr4_at(rows, row, first);
-		if (!iv)
+		if (first >= MEP_MAX_ADDR4)
 			return 0;
-		first += (__u32)(((__u64)iv->hi - v) >> 63);
+		first += ((__u64)iv[first].hi - v) >> 63;
 	}
-	if (first >= cfg->addr4_n[f])
+	if (first - row >= n || first >= MEP_MAX_ADDR4)
 		return 0;
-	iv = addr4_at(rows, row, first);
-	return iv && iv->lo <= v ? iv->cls : 0;
+	return iv[first].lo <= v ? iv[first].cls : 0;
 }
 
 /* The class of an address field; class 0 (the field's open filters) when
@@ -246,25 +236,51 @@ static __always_inline __u64 vec_word(const __u64 *col, const struct vec *v, __u
 /* Filters are numbered below MEP_MAX_FILTERS: a scan that found none leaves this. */
 #define MEP_NO_FILTER 0xffffffffu
 
-/* fv->candidates |= a & b, summary word by word: the first always, the rest
- * only when the vectors in use are `wide`, over 64 words (4,096 filters).
- * A rule set under that then ORs one word where the program's capacity
- * has several (five at 20,480 filters: ~15 ns a classification at 1,000
- * rules); a branch per word cost more than it saved at 10,000 rules. The
- * bound is read from map memory each time: a compare on a register the scan
- * keeps split the verifier's walk of the scan in two (77k -> 137k
- * instructions at 8,192 filters). */
-static __always_inline void add_candidates(const struct set_cfg *cfg, struct field_values *fv, const __u64 *a,
-					   const __u64 *b)
+/* The vectors in use are wide: over 64 words (4,096 filters), so that the
+ * candidate words take more than one summary word. Read from map memory each
+ * time: a compare on a register the scan keeps split the verifier's walk of
+ * the scan in two (77k -> 137k instructions at 8,192 filters). */
+static __always_inline int wide(const struct set_cfg *cfg)
+{
+	return *(volatile __u32 *)&cfg->nwords > 64;
+}
+
+/* The first summary word of a & b, returned for the caller's register; the
+ * rest ORed into fv->candidates only when the vectors in use are wide(). A
+ * rule set under that then ANDs one word where the program's capacity has
+ * several (five at 20,480 filters: ~15 ns a classification at 1,000 rules);
+ * a branch per word cost more than it saved at 10,000 rules. */
+static __always_inline __u64 add_candidates(const struct set_cfg *cfg, struct field_values *fv, const __u64 *a,
+					    const __u64 *b)
 {
 	int k;
 
-	fv->candidates[0] |= a[0] & b[0];
-	if (*(volatile __u32 *)&cfg->nwords <= 64)
-		return;
+	if (wide(cfg)) {
 #pragma unroll
-	for (k = 1; k < MEP_SUMMARY_WORDS; k++)
-		fv->candidates[k] |= a[k] & b[k];
+		for (k = 1; k < MEP_SUMMARY_WORDS; k++)
+			fv->candidates[k] |= a[k] & b[k];
+	}
+	return a[0] & b[0];
+}
+
+/* The filters of word w that match: the AND there of every field's vector,
+ * then of the filters in force. The fields no filter uses all name the
+ * all-ones vector's blocks, one cache line. (With dense vectors the six
+ * fields most filters set went first and the rest only for words those left
+ * non-zero: -28..34 % on scans to the bottom at 10k rules; with blocks that
+ * branch doubled the verifier's walk of the scan, past its 1M budget at
+ * 32,768 filters.) */
+static __always_inline __u64 word_matches(const struct vec_pool *pool, const struct vec *const *v,
+					  const struct vec *only, __u64 w)
+{
+	const __u64 *col = (const __u64 *)pool->bytes + w % MEP_BLOCK_WORDS;
+	__u64 acc = vec_word(col, only, w);
+	int f;
+
+#pragma unroll
+	for (f = 0; f < MEP_NFIELDS; f++)
+		acc &= vec_word(col, v[f], w);
+	return acc;
 }
 
 /* One AND-scan: *bit (map memory, preset to MEP_NO_FILTER) becomes the first
@@ -283,21 +299,23 @@ static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const st
 {
 	const struct vec *v[MEP_NFIELDS], *ones = vector_at(vecs, MEP_ALL_ONES_VECTOR);
 	__u32 used = cfg->used_fields, keyed = cfg->keyed_fields;
-	__u64 nwords = cfg->nwords, k, j;
+	__u64 nwords = cfg->nwords, cand, acc, k, j;
 	const __u64 *sa, *sb;
 	int f, pair;
 
 	if (!ones)
 		return;
 
-	/* The candidate words gather in map memory (*fv): OR-ed in the scan
-	 * loop, each vector's summary address was one more pointer on the
-	 * 512-byte stack. */
-	sa = block(pool, ones->sum[0]);
+	/* The first candidate word gathers in a register, the others of a
+	 * wide() rule set in map memory (*fv): OR-ed in the scan loop, each
+	 * vector's summary address was one more pointer on the 512-byte stack. */
+	if (wide(cfg)) {
 #pragma unroll
-	for (k = 0; k < MEP_SUMMARY_WORDS; k++)
-		fv->candidates[k] = 0;
-	add_candidates(cfg, fv, sa, sa);
+		for (k = 1; k < MEP_SUMMARY_WORDS; k++)
+			fv->candidates[k] = 0;
+	}
+	sa = block(pool, ones->sum[0]);
+	cand = add_candidates(cfg, fv, sa, sa);
 #pragma unroll
 	for (f = 0; f < MEP_NFIELDS; f++) {
 		v[f] = ones;
@@ -313,7 +331,7 @@ static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const st
 				fv->sums[f * MEP_VEC_SUM_WORDS + k] = ((const __u64 *)v[f]->sum)[k];
 			if (keyed & (1u << f)) {
 				sa = block(pool, v[f]->sum[0]);
-				add_candidates(cfg, fv, sa, sa);
+				cand |= add_candidates(cfg, fv, sa, sa);
 			}
 		}
 	}
@@ -331,51 +349,65 @@ static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const st
 			return;
 		sa = block(pool, ((const mep_block_t *)&fv->sums[a * MEP_VEC_SUM_WORDS])[1 + pair]);
 		sb = block(pool, ((const mep_block_t *)&fv->sums[b * MEP_VEC_SUM_WORDS])[1 + pair]);
-		add_candidates(cfg, fv, sa, sb);
+		cand |= add_candidates(cfg, fv, sa, sb);
 	}
+	if (nwords <= 64) {
+		/* Up to 4,096 filters: the candidate words are the bits of one
+		 * register, walked lowest first (~6 ns a miss at 1,000 rules
+		 * against the walk below). */
+#pragma clang loop unroll(disable)
+		for (j = 0; j < 64; j++) {
+			__u64 w;
+
+			if (!cand)
+				return;
+			w = ctz64(cand);
+			cand &= cand - 1;
+			/* keeps clang from deriving w's block from the popcount's
+			 * product again, past the bound the verifier checks */
+			asm volatile("" : "+r"(w));
+			if (w >= nwords || w >= MEP_FILTER_WORDS)
+				return;
+			acc = word_matches(pool, v, only, w);
+			if (acc) {
+				*bit = w * 64 + ctz64(acc);
+				return;
+			}
+		}
+		return;
+	}
+	fv->candidates[0] = cand;
 	/* Indexes are 64-bit: as __u32 each was zero-extended (shift left,
 	 * shift right) twice a word, and the scan to the bottom at 10,000 rules
 	 * took ~25 % longer (bench/xdp_rules.py). */
 #pragma clang loop unroll(disable)
 	for (k = 0; k < MEP_SUMMARY_WORDS; k++) {
-		__u64 candidates, s = k;
+		__u64 s = k;
 
 		/* Keep clang from fusing the two bounds into one down-counter the
 		 * verifier cannot bound (seen here: "invalid access to map value"). */
 		asm volatile("" : "+r"(s));
 		if (s * 64 >= nwords || s >= MEP_SUMMARY_WORDS)
 			break;
-		candidates = fv->candidates[s];
+		cand = fv->candidates[s];
 #pragma clang loop unroll(disable)
 		for (j = 0; j < 64; j++) {
-			__u64 acc = ~0ULL, w;
-			const __u64 *col;
+			__u64 w;
 
-			if (!candidates)
+			if (!cand)
 				break;
 			/* through map memory: the verifier then knows w by the bounds
-			 * below alone, and no longer carries s and candidates as precise
+			 * below alone, and no longer carries s and cand as precise
 			 * into every iteration's state (with w in registers, 28,672
 			 * filters went past its 1M-instruction budget; through memory,
 			 * 32,768 take 183k) */
-			fv->word = s * 64 + ctz64(candidates);
-			candidates &= candidates - 1;
+			fv->word = s * 64 + ctz64(cand);
+			cand &= cand - 1;
 			asm volatile("" ::: "memory");
 			w = fv->word;
 			if (w >= nwords || w >= MEP_FILTER_WORDS)
 				break;
-			col = (const __u64 *)pool->bytes + w % MEP_BLOCK_WORDS;
-			/* every field, then the filters in force: the fields no filter
-			 * uses all name the all-ones vector's blocks, one cache line.
-			 * (With dense vectors the six fields most filters set went first
-			 * and the rest only for words those left non-zero: -28..34 % on
-			 * scans to the bottom at 10k rules; with blocks that branch
-			 * doubled the verifier's walk of the scan, past its 1M budget at
-			 * 32,768 filters.) */
-#pragma unroll
-			for (f = 0; f < MEP_NFIELDS; f++)
-				acc &= vec_word(col, v[f], w);
-			acc &= vec_word(col, only, w);
+			acc = word_matches(pool, v, only, w);
 			if (acc) {
 				*bit = w * 64 + ctz64(acc);
 				return;
