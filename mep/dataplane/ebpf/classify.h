@@ -202,14 +202,13 @@ static __always_inline __u32 addr_class(__u32 half, const struct set_cfg *cfg, c
 
 static __always_inline __u32 value_class(const struct value_classes *values, int field, __u32 value)
 {
-	__u32 idx = value_base(field) + value;
+	__u64 idx = value_base(field) + (__u64)value;
 
 	return idx < MEP_VALUE_SPACE ? ((const __u32 *)values->bytes)[idx] : 0;
 }
 
-static __always_inline const struct vec *vector_at(const struct vec_index *vecs, __u32 index)
+static __always_inline const struct vec *vector_at(const struct vec_index *vecs, __u64 i)
 {
-	__u64 i = index;
 
 	if (i >= MEP_MAX_VECTORS)
 		return 0;
@@ -323,7 +322,7 @@ static __always_inline void scan(__u32 half, const struct set_cfg *cfg, const st
 			__u32 cls = f < 4 ? addr_class(half, cfg, rows, p, f, reverse, fv)
 					  : value_class(values, f, field_value(p, f, reverse));
 
-			v[f] = vector_at(vecs, cfg->vector_base[f] + cls);
+			v[f] = vector_at(vecs, (__u64)cfg->vector_base[f] + cls);
 			if (!v[f])
 				return;
 #pragma unroll
