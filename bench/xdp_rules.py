@@ -21,7 +21,7 @@ disturbed: noise only adds), and spread_ns is the range of the rounds' net
 costs: this VM has noisy minutes.
 
 Examples:
-    python -m bench.xdp_rules                 # full run (about 3 minutes)
+    python -m bench.xdp_rules                 # full run (about 7 minutes)
     python -m bench.xdp_rules --flows 512 --repeat 100 --counts 1 100 10000
 """
 from __future__ import annotations
