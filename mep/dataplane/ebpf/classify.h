@@ -60,7 +60,7 @@ struct field_values {
 	__u8 fwd;
 	__u8 rev;
 	__u8 pad[2];
-	__u64 candidates[MEP_SUMMARY_WORDS]; /* scan(): the words its key and pair summaries name */
+	__u64 candidates[MEP_SUMMARY_WORDS]; /* scan() of a wide() rule set: the words its summaries name */
 	__u64 sums[MEP_NFIELDS * MEP_VEC_SUM_WORDS]; /* scan(): each field's class's struct vec sum[], for the pairs
 						      * (flat: bcc mirrors a[13][2] as a[13]) */
 	__u64 word;                     /* scan(): the word it ANDs */
@@ -214,7 +214,6 @@ static __always_inline __u32 value_class(const struct value_classes *values, int
 
 static __always_inline const struct vec *vector_at(const struct vec_index *vecs, __u64 i)
 {
-
 	if (i >= MEP_MAX_VECTORS)
 		return 0;
 	/* keeps clang from computing the offset before the bound is checked */
