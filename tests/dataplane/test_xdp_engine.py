@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bench._harness import pinned_cpu
 from mep.dataplane.compiler import RuleCache, StaticResolver, compile_ruleset
 from mep.dataplane.reasons import Reason, Verdict
 from mep.dataplane.tables import MAX_KEY_PAIRS, enabled_filters
@@ -149,12 +150,8 @@ def test_every_classification_input_is_part_of_the_flow_cache_key(xdp_engine, na
     ref.apply(rs)
     xdp_engine.apply(rs)
     a, b = frame_bytes(matching), frame_bytes(other)
-    cpus = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(cpus)})
-    try:
+    with pinned_cpu(min(os.sched_getaffinity(0))):
         seen = [run_all(ref, [xdp_engine], frame, N6) for frame in (a, b, a, b)]
-    finally:
-        os.sched_setaffinity(0, cpus)
     assert [r.reason.name if r else None for r in seen] == ["DROP_RULE", "PASS_NO_MATCH"] * 2, name
 
 
@@ -171,13 +168,9 @@ def test_flows_that_differ_in_one_field_are_cached_side_by_side(xdp_engine, vary
 
     flows = ({(as_key(SERVER), 20000 + i): tcp(sport=sport, dport=20000 + i) for i in range(64)} if vary == "dport"
              else {(as_key(f"198.19.7.{i + 1}"), 80): tcp(sport=sport, dst=f"198.19.7.{i + 1}") for i in range(64)})
-    cpus = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(cpus)})
-    try:
+    with pinned_cpu(min(os.sched_getaffinity(0))):
         for packet in flows.values():
             xdp_engine.process(frame_bytes(packet), N6)
-    finally:
-        os.sched_setaffinity(0, cpus)
     cached = {(way.key.dst, way.key.dport) for per_cpu in xdp_engine._bpf["mep_flow_cache4"].values()
               for bucket in per_cpu for way in bucket.way if way.key.sport == sport}
     # 64 flows in >= 512 sets of 2 ways: a few may still share a set three at a time

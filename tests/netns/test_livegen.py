@@ -14,6 +14,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from bench._harness import pinned_cpu
 from bench._livegen import CSUM_OFFSET, SPORT_OFFSET, N6Generator
 from mep.dataplane.links import in_netns
 from mep.dataplane.testrun import XDP_FLAGS_DRV_MODE
@@ -73,15 +74,12 @@ def test_sends_the_frames_it_names_evenly_over_its_flows_and_at_a_rate(ports_net
     try:
         with in_netns(ports_netns):
             counter.attach_xdp(b"n6", counter.load_func(b"count", BPF.XDP), XDP_FLAGS_DRV_MODE)
-        cpus = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {min(cpus)})  # one CPU: the program's per-CPU flow counter runs in one sequence
-        try:
-            with N6Generator(ports_netns, "n6p", template, flows=FLOWS, park="tlg") as gen:
-                frames = gen.frames()
-                sent, _ = gen.run(packets=1000, batch=64)
-                paced, took = gen.run(packets=2000, rate=20_000, batch=100)
-        finally:
-            os.sched_setaffinity(0, cpus)
+        # one CPU: the program's per-CPU flow counter runs in one sequence
+        with pinned_cpu(min(os.sched_getaffinity(0))), \
+                N6Generator(ports_netns, "n6p", template, flows=FLOWS, park="tlg") as gen:
+            frames = gen.frames()
+            sent, _ = gen.run(packets=1000, batch=64)
+            paced, took = gen.run(packets=2000, rate=20_000, batch=100)
         per_flow = [counter["per_flow"][ctypes.c_uint32(i)].value for i in range(FLOWS)]
         assert (sent, paced) == (1000, 2000)
         assert per_flow == [3000 // FLOWS] * FLOWS

@@ -26,6 +26,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
+from bench._harness import pinned_cpu
 from mep.dataplane.links import in_netns, link
 from mep.dataplane.engine import PacketBytes, Result
 from mep.dataplane.reasons import FibOutcome, Reason, Verdict
@@ -198,21 +199,23 @@ def test_fib_forward_rewrites_as_the_stack_would(lab: EngineLab) -> None:
 
 def in_one_generation(lab: EngineLab, frames: list[bytes], ingress: int) -> list[tuple[Result, FibOutcome]]:
     """Each frame's result and FIB outcome (the one counter its run moved, by one), all in one new FIB
-    cache generation (nothing cached at the start). Tried again when the generation or another
-    counter moved meanwhile: the kernel's own neighbour discovery and MLD reports in the lab's
+    cache generation (nothing cached at the start), all on one CPU (the FIB cache is per CPU: a frame run
+    on the other CPU found it empty, a CI failure of a cached answer). Tried again when the generation or
+    another counter moved meanwhile: the kernel's own neighbour discovery and MLD reports in the lab's
     namespace may bump the one and pass through the other at any time."""
-    for _ in range(5):
-        generation = lab.engine.sync_fib()
-        results = []
-        for frame in frames:
-            before = fib_counts(lab)
-            result = lab.engine.process(frame, ingress)
-            moved = {o: n - before.get(o, 0) for o, n in fib_counts(lab).items() if n != before.get(o, 0)}
-            if list(moved.values()) != [1]:
-                break
-            results.append((result, next(iter(moved))))
-        if len(results) == len(frames) and lab.engine.fib_generation() == generation:
-            return results
+    with pinned_cpu(min(os.sched_getaffinity(0))):
+        for _ in range(5):
+            generation = lab.engine.sync_fib()
+            results = []
+            for frame in frames:
+                before = fib_counts(lab)
+                result = lab.engine.process(frame, ingress)
+                moved = {o: n - before.get(o, 0) for o, n in fib_counts(lab).items() if n != before.get(o, 0)}
+                if list(moved.values()) != [1]:
+                    break
+                results.append((result, next(iter(moved))))
+            if len(results) == len(frames) and lab.engine.fib_generation() == generation:
+                return results
     raise AssertionError("the FIB cache generation or another FIB counter moved during each of five tries")
 
 
