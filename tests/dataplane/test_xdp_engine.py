@@ -322,28 +322,34 @@ def test_more_flows_than_cache_ways_still_classify_exactly(xdp_engine) -> None: 
         assert [(got[f].verdict, got[f].rule_id) for f in frames] == want
 
 
-def test_matches_past_the_first_key_summary_word_are_found() -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("ports", [4400, 4095], ids=["69 words", "64 words"])
+def test_matches_past_the_first_key_summary_word_are_found(ports: int) -> None:  # type: ignore[no-untyped-def]
     """One key summary word names 64 vector words (4,096 filters): a match in a later word, one of a filter
-    keyed on no field at the very end, and no match, each as the reference engine says."""
+    keyed on no field at the very end, and no match, each as the reference engine says; past one summary
+    word (the walk through scratch) and at exactly 64 words (the walk of one register's bits, to its top
+    bit)."""
     import shutil
     from pathlib import Path
 
     from mep.config import Capacity, Config, DataplaneConfig
+    from mep.dataplane.tables import build_tables
     from mep.dataplane.xdp import XdpEngine
     from tests.fixtures.netns import make_ports_netns, remove_netns
     from tests.packets import PORTS
 
     capacity = Capacity(rules=5000, filters=8192, flows=4096, dns_names=64)
-    rules = [rule(f"p{i}", "DROP", 10, [{"protocol": ["UDP"], "dstPort": [str(10_000 + i)]}]) for i in range(4400)]
-    rules.append(rule("catch-all", "PASSTHROUGH", 200, [{}]))  # keyed on nothing: filter 4,400, word 68
+    rules = [rule(f"p{i}", "DROP", 10, [{"protocol": ["UDP"], "dstPort": [str(10_000 + i)]}]) for i in range(ports)]
+    rules.append(rule("catch-all", "PASSTHROUGH", 200, [{}]))  # keyed on nothing: the last filter
     rs = ruleset(rules, capacity=capacity)
+    assert build_tables(rs).nwords == -(-(ports + 1) // 64)
     reference = ReferenceEngine()
     reference.apply(rs)
-    frames = [frame_bytes(p) for p in (udp(dport=10_005), udp(dport=14_300), udp(dport=14_399), udp(dport=9_999),
-                                       tcp(dport=14_300))]
+    late = 10_000 + ports - 100
+    frames = [frame_bytes(p) for p in (udp(dport=10_005), udp(dport=late), udp(dport=10_000 + ports - 1),
+                                       udp(dport=9_999), tcp(dport=late))]
     want = [(r.verdict, r.rule_id) for r in (reference.process(f, N6) for f in frames)]
-    assert [w[1] for w in want] == [rs.rules[5].rule_id, rs.rules[4300].rule_id, rs.rules[4399].rule_id,
-                                    rs.rules[4400].rule_id, rs.rules[4400].rule_id]
+    assert [w[1] for w in want] == [rs.rules[5].rule_id, rs.rules[ports - 100].rule_id, rs.rules[ports - 1].rule_id,
+                                    rs.rules[ports].rule_id, rs.rules[ports].rule_id]
     netns_name = make_ports_netns(f"mep-test-keys-{os.getpid()}")
     pin_root = Path("/sys/fs/bpf") / f"mep-test-keys-{os.getpid()}"
     engine = None
