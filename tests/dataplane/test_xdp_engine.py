@@ -150,7 +150,7 @@ def test_every_classification_input_is_part_of_the_flow_cache_key(xdp_engine, na
     ref.apply(rs)
     xdp_engine.apply(rs)
     a, b = frame_bytes(matching), frame_bytes(other)
-    with pinned_cpu(min(os.sched_getaffinity(0))):
+    with pinned_cpu():
         seen = [run_all(ref, [xdp_engine], frame, N6) for frame in (a, b, a, b)]
     assert [r.reason.name if r else None for r in seen] == ["DROP_RULE", "PASS_NO_MATCH"] * 2, name
 
@@ -168,7 +168,7 @@ def test_flows_that_differ_in_one_field_are_cached_side_by_side(xdp_engine, vary
 
     flows = ({(as_key(SERVER), 20000 + i): tcp(sport=sport, dport=20000 + i) for i in range(64)} if vary == "dport"
              else {(as_key(f"198.19.7.{i + 1}"), 80): tcp(sport=sport, dst=f"198.19.7.{i + 1}") for i in range(64)})
-    with pinned_cpu(min(os.sched_getaffinity(0))):
+    with pinned_cpu():
         for packet in flows.values():
             xdp_engine.process(frame_bytes(packet), N6)
     cached = {(way.key.dst, way.key.dport) for per_cpu in xdp_engine._bpf["mep_flow_cache4"].values()

@@ -75,7 +75,7 @@ def test_sends_the_frames_it_names_evenly_over_its_flows_and_at_a_rate(ports_net
         with in_netns(ports_netns):
             counter.attach_xdp(b"n6", counter.load_func(b"count", BPF.XDP), XDP_FLAGS_DRV_MODE)
         # one CPU: the program's per-CPU flow counter runs in one sequence
-        with pinned_cpu(min(os.sched_getaffinity(0))), \
+        with pinned_cpu(), \
                 N6Generator(ports_netns, "n6p", template, flows=FLOWS, park="tlg") as gen:
             frames = gen.frames()
             sent, _ = gen.run(packets=1000, batch=64)

@@ -203,7 +203,7 @@ def in_one_generation(lab: EngineLab, frames: list[bytes], ingress: int) -> list
     on the other CPU found it empty, a CI failure of a cached answer). Tried again when the generation or
     another counter moved meanwhile: the kernel's own neighbour discovery and MLD reports in the lab's
     namespace may bump the one and pass through the other at any time."""
-    with pinned_cpu(min(os.sched_getaffinity(0))):
+    with pinned_cpu():
         for _ in range(5):
             generation = lab.engine.sync_fib()
             results = []
