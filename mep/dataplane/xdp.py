@@ -69,9 +69,8 @@ _META_BYTES = 16  # struct mep_meta
 _META_REVERSE = 1
 # ebpf/consts.h: the slots of mep_progs
 MEP_PROG_DNS = 0
-MEP_PROG_CLASSIFY = 1
-MEP_PROG_XDP = 2
-MEP_PROG_CLASSIFY_REV = 3
+MEP_PROG_XDP = 1
+MEP_PROG_CLASSIFY_REV = 2
 
 
 def declared_maps() -> list[str]:
@@ -284,15 +283,14 @@ class XdpEngine(Engine):
         try:
             self._xdp_fn = bpf.load_func(b"mep_xdp", self._BPF.XDP)
             self._dns_fn = bpf.load_func(b"mep_xdp_dns", self._BPF.XDP)
-            self._classify_fn = bpf.load_func(b"mep_xdp_classify", self._BPF.XDP)
             self._classify_rev_fn = bpf.load_func(b"mep_xdp_classify_rev", self._BPF.XDP)
             self._tc_fn = bpf.load_func(b"mep_tc_duplicate", self._BPF.SCHED_CLS)
         except Exception as exc:
             raise LoadError(f"the verifier refused the program (log above, cflags {' '.join(self._cflags)}): {exc}")
         # mep_progs (the tail-call table) belongs to the loader: it holds this load's programs.
         progs = bpf["mep_progs"]
-        for slot, fn in ((MEP_PROG_DNS, self._dns_fn), (MEP_PROG_CLASSIFY, self._classify_fn),
-                         (MEP_PROG_XDP, self._xdp_fn), (MEP_PROG_CLASSIFY_REV, self._classify_rev_fn)):
+        for slot, fn in ((MEP_PROG_DNS, self._dns_fn), (MEP_PROG_XDP, self._xdp_fn),
+                         (MEP_PROG_CLASSIFY_REV, self._classify_rev_fn)):
             progs[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
         return bpf
 

@@ -431,7 +431,7 @@ def test_the_program_verifies_at_the_largest_capacity_the_config_accepts() -> No
     bpf = None
     try:
         bpf = BPF(text=program_text().encode(), cflags=cflags(sizes, pin_dir))
-        for name in (b"mep_xdp", b"mep_xdp_classify", b"mep_xdp_classify_rev"):  # the scans are in the last two
+        for name in (b"mep_xdp", b"mep_xdp_classify_rev"):  # the forward scan is in the first, the reverse in the second
             assert bpf.load_func(name, BPF.XDP).fd >= 0
     finally:
         if bpf is not None:

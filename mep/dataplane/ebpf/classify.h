@@ -1,9 +1,9 @@
 /* classify.h - the bit-vector classifier behind a per-CPU flow cache.
  *
  * cache_lookup() (mep_xdp) answers established flows; on a miss
- * classify_scan() finds the first matching filter (mep_xdp_classify) and,
- * when FLOW rules are enforced, the first in the reverse direction
- * (mep_xdp_classify_rev), each in a program of its own (mep_xdp.c); then
+ * classify_scan() finds the first matching filter (in mep_xdp) and, when
+ * FLOW rules are enforced, the first in the reverse direction (in
+ * mep_xdp_classify_rev, a program of its own: mep_xdp.c); then
  * classify_miss() picks the winning rule slot, or no rule, and writes it to
  * the cache. The
  * tables are built by mep/dataplane/tables.py (whose lookup() is the Python

@@ -49,12 +49,11 @@
 #define MEP_OUTER_TTL 64
 
 /* Slots of mep_progs: programs the entry tail-calls, and the entry itself
- * (mep_xdp_classify hands the packet back to it). */
+ * (its second pass, which acts on a miss's result). */
 #define MEP_PROG_DNS 0
-#define MEP_PROG_CLASSIFY 1
-#define MEP_PROG_XDP 2
-#define MEP_PROG_CLASSIFY_REV 3
-#define MEP_PROGS 4
+#define MEP_PROG_XDP 1
+#define MEP_PROG_CLASSIFY_REV 2
+#define MEP_PROGS 3
 
 /* Port roles (mep/config.py PortRole) and the mirror role of the veths that
  * carry DUPLICATE_* copies from TC back into XDP. */

@@ -78,9 +78,9 @@ BPF_TABLE_PINNED("percpu_array", u32, struct counter_val, mep_dns_counters, MEP_
 		 MEP_PIN(mep_dns_counters));
 /* [0]: the responder's address and port (dns.listen); writer: maps/dns.py at load */
 BPF_ARRAY(mep_dns_cfg, struct dns_cfg, 1);
-/* tail-call targets: [MEP_PROG_DNS] = mep_xdp_dns, [MEP_PROG_CLASSIFY] =
- * mep_xdp_classify, [MEP_PROG_XDP] = mep_xdp, [MEP_PROG_CLASSIFY_REV] =
- * mep_xdp_classify_rev; writer: xdp.py at load.
+/* tail-call targets: [MEP_PROG_DNS] = mep_xdp_dns, [MEP_PROG_XDP] =
+ * mep_xdp, [MEP_PROG_CLASSIFY_REV] = mep_xdp_classify_rev; writer: xdp.py
+ * at load.
  * Pinned under a name of its own per load (MEP_PIN_PROGS): the kernel
  * empties a program array once no file or pin refers to it, and the
  * program still attached after its control plane exited needs its table

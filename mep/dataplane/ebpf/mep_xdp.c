@@ -5,14 +5,16 @@
  * parse -> flow reply -> (app ports stop here) -> classify -> act, and
  * every path leaves through finish() (counters.h), which counts the
  * decision and writes struct mep_meta in front of the frame.
- * Classification is a flow cache lookup here; on a miss mep_xdp tail-calls
- * mep_xdp_classify(), which scans the tables and writes the cache entry; it
- * ends a DROP or PASS itself, and for the other results leaves the result in
- * the per-CPU scratch and tail-calls mep_xdp again: that second pass acts on
- * the result, on the frame the first pass parsed. The scan,
- * whose verification grows with the filter count (docs/classifier.md), is
- * thereby verified in a program of its own, apart from everything else.
- * mep_xdp_dns() is the tail-call target for queries to the DNS responder.
+ * Classification is a flow cache lookup; on a miss mep_xdp scans the tables
+ * (classify_step()), writes the cache entry and ends a DROP or PASS there;
+ * for the actions that build or copy frames it leaves the result in the
+ * per-CPU scratch and tail-calls itself: that second pass acts on the
+ * result, on the frame the first pass parsed. So act(), which the verifier
+ * would otherwise walk again for every word the scan can stop at
+ * (docs/classifier.md), is verified once. While FLOW rules are enforced the
+ * reverse scan runs in mep_xdp_classify_rev(), tail-called after the
+ * forward one. mep_xdp_dns() is the tail-call target for queries to the
+ * DNS responder.
  * Compiled together with mep_tc.c by mep.c.
  */
 
@@ -114,7 +116,7 @@ static __always_inline int make_copy(struct xdp_md *ctx, const struct port_val *
 /* What a classification decides (result: a flow cache value) without
  * touching the frame: no rule (the set's default), DROP, PASSTHROUGH; -1,
  * with *rule, for the actions that build or copy frames (act()). Shared by
- * mep_xdp and mep_xdp_classify, which finishes these itself. */
+ * the flow cache hit and the miss (classify_step()). */
 static __always_inline int decide(const struct set_cfg *cfg, __u32 half, const struct flow_cache_val *result,
 				  struct decision *d, struct rule_val **rule)
 {
@@ -168,6 +170,49 @@ static __always_inline int act(struct xdp_md *ctx, struct scratch *s, struct rul
 	return redirect(d, t->port);
 }
 
+/* process()'s answer for a flow cache miss in s->cls_half, which mep_xdp
+ * classifies (not an XDP action). Scanning after process() returns, not
+ * inside it, kept the hit's code apart from the scan's: with the scan
+ * inside, a miss cost ~3-4 ns more (docs/classifier.md). */
+#define MEP_CLASSIFY -2
+
+/* mep_xdp runs again on this frame, to act on the result of its miss in
+ * s->cls_half (s->cls_result): the second pass skips the parse and the
+ * lookup. Both passes run in one XDP invocation, so inside one RCU read
+ * section. */
+static __always_inline int act_next_pass(struct xdp_md *ctx, struct scratch *s, struct decision *d)
+{
+	s->cls_pending = 1;
+	mep_progs.call(ctx, MEP_PROG_XDP);
+	s->cls_pending = 0;  /* mep_xdp is not in mep_progs */
+	d->has_rule = 0;
+	return drop(d, MEP_DROP_INTERNAL);
+}
+
+/* One scan of a flow cache miss in `half` (s->cls_half; classify_scan():
+ * dir 0 forward, in mep_xdp; 1 the reverse of FLOW rules, in
+ * mep_xdp_classify_rev), then, unless the reverse scan is still to come
+ * (tail-called; it continues from here), the cache learns the result and
+ * decide() gives the verdict, or -1 for the actions that build or copy
+ * frames (act(), in mep_xdp's second pass: verified once, not again for
+ * every word the scan can stop at). */
+static __always_inline int classify_step(struct xdp_md *ctx, struct scratch *s, const struct set_cfg *cfg,
+					 __u32 half, struct decision *d, const int dir)
+{
+	struct rule_val *rule;
+
+	classify_scan(half, cfg, &s->p, &s->fv, dir);
+	if (!dir) {
+		s->fv.rev_bit = MEP_NO_FILTER;
+		if (classify_reverse(cfg)) {
+			mep_progs.call(ctx, MEP_PROG_CLASSIFY_REV);
+			return drop(d, MEP_DROP_INTERNAL);  /* returns only when it is not loaded */
+		}
+	}
+	classify_miss(half, &s->p, &s->cache, &s->fv, &s->cls_result);
+	return decide(cfg, half, &s->cls_result, d, &rule);
+}
+
 static __always_inline int process(struct xdp_md *ctx, struct scratch *s, struct decision *d)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
@@ -193,7 +238,8 @@ static __always_inline int process(struct xdp_md *ctx, struct scratch *s, struct
 	if (in && !in->index)
 		in = 0;
 	if (second_pass) {
-		/* mep_xdp_classify's answer for the frame the first pass parsed into
+		/* a miss's result (classify_step(): the first pass, or
+		 * mep_xdp_classify_rev) for the frame the first pass parsed into
 		 * s->p, in the half it classified in (also if a swap came between) */
 		half = s->cls_half & 1;
 		cfg = mep_sets.lookup(&half);
@@ -228,8 +274,7 @@ static __always_inline int process(struct xdp_md *ctx, struct scratch *s, struct
 		hit = cache_lookup(p, cache_generation(cfg), &s->cache);
 		if (!hit) {
 			s->cls_half = half;
-			mep_progs.call(ctx, MEP_PROG_CLASSIFY);
-			return drop(d, MEP_DROP_INTERNAL);  /* returns only when mep_xdp_classify is not loaded */
+			return MEP_CLASSIFY;
 		}
 		result = *hit;
 	}
@@ -243,7 +288,10 @@ int mep_xdp(struct xdp_md *ctx)
 {
 	__u64 bytes = ctx->data_end - ctx->data;
 	struct scratch *s = get_scratch();
+	struct set_cfg *cfg;
 	struct decision *d;
+	__u32 half;
+	int rc;
 
 	if (!s) {
 		struct decision internal = {.reason = MEP_DROP_INTERNAL};
@@ -252,24 +300,28 @@ int mep_xdp(struct xdp_md *ctx)
 	}
 	d = &s->d;
 	__builtin_memset(d, 0, sizeof(*d));
-	return finish(ctx, d, bytes, fib_forward(ctx, s, process(ctx, s, d), bytes));
+	rc = process(ctx, s, d);
+	if (rc == MEP_CLASSIFY) {
+		half = s->cls_half & 1;
+		cfg = mep_sets.lookup(&half);
+		rc = cfg ? classify_step(ctx, s, cfg, half, d, 0) : drop(d, MEP_DROP_INTERNAL);
+		if (rc < 0)
+			rc = act_next_pass(ctx, s, d);
+	}
+	return finish(ctx, d, bytes, fib_forward(ctx, s, rc, bytes));
 }
 
-/* One scan of a flow cache miss (classify_scan(): dir 0 forward, 1 the
- * reverse of FLOW rules), in the half mep_xdp chose; then, unless the
- * reverse scan is still to come (mep_xdp_classify_rev, tail-called), the
- * cache learns the result, and a verdict decide() reaches without the frame
- * ends here; for the rest mep_xdp runs again to act on the result (a PASS
- * too on a port that forwards through the FIB, fib.h). Finishing here
- * saves a DROP or PASS the second pass (docs/classifier.md). */
-static __always_inline int classify_step(struct xdp_md *ctx, const int dir)
+/* The reverse scan of a miss while FLOW rules are enforced (tail-called by
+ * mep_xdp after its forward scan). A PASS on a port that forwards through
+ * the FIB goes to mep_xdp's second pass like the actions: fib_forward() is
+ * there. */
+int mep_xdp_classify_rev(struct xdp_md *ctx)
 {
 	struct decision d = {};
 	__u64 bytes = ctx->data_end - ctx->data;
 	struct scratch *s = get_scratch();
 	__u32 zero = 0, half;
 	struct state_val *st = mep_state.lookup(&zero);
-	struct rule_val *rule;
 	struct set_cfg *cfg;
 	int action;
 
@@ -281,38 +333,10 @@ static __always_inline int classify_step(struct xdp_md *ctx, const int dir)
 	cfg = mep_sets.lookup(&half);
 	if (!cfg)
 		return finish(ctx, &d, bytes, XDP_DROP);
-	classify_scan(half, cfg, &s->p, &s->fv, dir);
-	if (!dir) {
-		s->fv.rev_bit = MEP_NO_FILTER;
-		if (classify_reverse(cfg)) {
-			mep_progs.call(ctx, MEP_PROG_CLASSIFY_REV);
-			return finish(ctx, &d, bytes, XDP_DROP);  /* returns only when it is not loaded */
-		}
-	}
-	classify_miss(half, &s->p, &s->cache, &s->fv, &s->cls_result);
-	action = decide(cfg, half, &s->cls_result, &d, &rule);
+	action = classify_step(ctx, s, cfg, half, &d, 1);
 	if (action == XDP_DROP || (action == XDP_PASS && !fib_port(ctx)))
 		return finish(ctx, &d, bytes, action);
-	s->cls_pending = 1;
-	mep_progs.call(ctx, MEP_PROG_XDP);
-	s->cls_pending = 0;  /* mep_xdp is not in mep_progs */
-	d.has_rule = 0;
-	d.reason = MEP_DROP_INTERNAL;
-	return finish(ctx, &d, bytes, XDP_DROP);
-}
-
-/* A flow cache miss (tail-called by mep_xdp, which parsed the frame and
- * prepared the cache set in the per-CPU scratch): the forward scan. */
-int mep_xdp_classify(struct xdp_md *ctx)
-{
-	return classify_step(ctx, 0);
-}
-
-/* The reverse scan of a miss while FLOW rules are enforced (tail-called by
- * mep_xdp_classify). */
-int mep_xdp_classify_rev(struct xdp_md *ctx)
-{
-	return classify_step(ctx, 1);
+	return finish(ctx, &d, bytes, act_next_pass(ctx, s, &d));
 }
 
 /* Queries to the DNS responder (tail-called by mep_xdp, which parsed the

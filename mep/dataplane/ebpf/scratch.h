@@ -21,9 +21,9 @@ struct scratch {
 	struct dns_work dns_work;
 	struct bpf_fib_lookup fib;     /* fib.h */
 	__u64 fib_key[MEP_FIB_KEY_WORDS]; /* fib.h: the lookup's inputs, mep_fib_cache's key */
-	/* a flow cache miss: the half mep_xdp_classify() classified in, its
-	 * result, and whether it has one (read and cleared by the pass it
-	 * tail-calls back) */
+	/* a flow cache miss: the half classify_step() classified in, its
+	 * result, and whether it has one (read and cleared by mep_xdp's second
+	 * pass) */
 	__u32 cls_half;
 	struct flow_cache_val cls_result;
 	__u8 cls_pending;
