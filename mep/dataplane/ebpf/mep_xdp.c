@@ -184,7 +184,7 @@ static __always_inline int act_next_pass(struct xdp_md *ctx, struct scratch *s, 
 {
 	s->cls_pending = 1;
 	mep_progs.call(ctx, MEP_PROG_XDP);
-	s->cls_pending = 0;  /* mep_xdp is not in mep_progs */
+	s->cls_pending = 0;  /* reached only when mep_progs holds no mep_xdp */
 	d->has_rule = 0;
 	return drop(d, MEP_DROP_INTERNAL);
 }
